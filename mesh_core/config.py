@@ -1,0 +1,435 @@
+"""Configuration: YAML or dict, validated into pydantic models.
+
+``load_config`` reports a broken file whole: every problem with its key path
+(``pools.reasoning.deactivation.retry_limit``), the bad value and what was
+expected; an unknown key suggests the closest valid one. Secrets come from the
+environment through ``${VAR}`` (or ``${VAR:-default}``) references and are held
+as ``SecretStr`` so they never show in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "DeactivationConfig",
+    "MeshConfig",
+    "ModelConfig",
+    "PoolConfig",
+    "ProviderConfig",
+    "RecoveryConfig",
+    "RetryConfig",
+    "TimeoutsConfig",
+    "load_config",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``30s``, ``5m``, ``1h``, ``500ms``, ``1d`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class TimeoutsConfig(_Section):
+    """Per provider or model. Unset values inherit (model <- provider <- defaults)."""
+
+    connect: Duration | None = None
+    first_token: Duration | None = None
+    """Streaming: until the first token. Non-streaming: until the response starts."""
+    stall: Duration | None = None
+    """Streaming: the longest gap allowed between two chunks."""
+    total: Duration | None = None
+    """The whole attempt, streaming or not."""
+
+
+class ProviderConfig(_Section):
+    type: Literal["openai-compatible", "openai"] = Field("openai-compatible", alias="connector")
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    verify_tls: bool = True
+    max_connections: int = Field(100, ge=1)
+    enabled: bool = True
+
+
+class PricingConfig(_Section):
+    input_per_1k: float = Field(0.0, ge=0)
+    output_per_1k: float = Field(0.0, ge=0)
+    per_request: float = Field(0.0, ge=0)
+
+
+class FeaturesConfig(_Section):
+    tool_calling: bool = True
+    structured_output: bool = True
+    json_mode: bool = True
+    vision: bool = False
+    system_prompt: bool = True
+
+
+class ModelConfig(_Section):
+    provider: str
+    name: str | None = None
+    """The model name sent to the provider (default: the ID after its first dot)."""
+    capabilities: list[str] = Field(default_factory=lambda: ["chat-completion"])
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    context_window: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    pricing: PricingConfig | None = None
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+
+
+class MaintenanceWindowConfig(_Section):
+    cron: str
+    duration: Duration | None = None
+
+
+class DeactivationConfig(_Section):
+    retry_limit: int = Field(3, ge=1)
+    error_rate_threshold: float = Field(0.5, gt=0, le=1)
+    error_rate_window: int = Field(20, ge=1)
+    error_rate_min_requests: int = Field(5, ge=1)
+    error_codes: list[int] = Field(default_factory=lambda: [429, 500, 503])
+    request_limit: int | None = Field(None, ge=1)
+    token_limit: int | None = Field(None, ge=1)
+    budget_limit: float | None = Field(None, gt=0)
+    quota_window: Literal["hourly", "daily", "weekly", "monthly"] = "monthly"
+    budget_window: Literal["hourly", "daily", "weekly", "monthly"] = "monthly"
+    maintenance_window: str | MaintenanceWindowConfig | None = None
+
+
+class RecoveryConfig(_Section):
+    cooldown: Duration = 60.0
+    backoff_factor: float = Field(2.0, ge=1)
+    max_cooldown: Duration = 3600.0
+    trial: bool = True
+
+
+class RetryConfig(_Section):
+    """Retries on the same model before failing over (transient errors only)."""
+
+    max_attempts: int = Field(2, ge=1, le=10)
+    backoff: Literal["exponential_jitter", "fixed"] = "exponential_jitter"
+    initial_delay: Duration = 0.1
+    max_delay: Duration = 2.0
+    """Also the longest Retry-After honoured in place; a longer one fails over."""
+
+
+class RateLimitConfig(_Section):
+    threshold: float = Field(0.8, gt=0, le=1)
+    min_delta: Duration = 0.0
+    max_rpm: int = Field(0, ge=0)
+
+
+class PoolConfig(_Section):
+    capability: str | None = Field(None, alias="hierarchy_node")
+    models: list[str] = Field(default_factory=list)
+    strategy: str = "modelmesh.stick-until-failure.v1"
+    strategy_options: dict[str, Any] = Field(default_factory=dict)
+    model_priority: list[str] = Field(default_factory=list)
+    provider_priority: list[str] = Field(default_factory=list)
+    allowed_providers: list[str] | None = Field(None, alias="providers")
+    excluded_providers: list[str] = Field(default_factory=list)
+    fallback_strategy: str = "round-robin"
+    balance_mode: Literal["absolute", "relative"] = "relative"
+    affinity_mode: Literal["fallback", "strict"] = "fallback"
+    session_timeout: Duration = 1800.0
+    output_ratio: float = Field(0.25, ge=0, le=1)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    deactivation: DeactivationConfig = Field(default_factory=DeactivationConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    wait_for_recovery: Duration = 0.0
+    """When every model is in standby, wait up to this long for one to recover."""
+
+
+class StorageConfig(_Section):
+    backend: Literal["memory"] = "memory"
+
+
+class ObservabilityConfig(_Section):
+    logger: str = "modelmesh"
+
+
+class MeshConfig(_Section):
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    pools: dict[str, PoolConfig] = Field(default_factory=dict)
+    capabilities: list[str] = Field(default_factory=list)
+    """User-defined capability nodes, added to the tree."""
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+
+
+# --- loading ------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{(?:secrets:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(node: Any, path: str, env: Mapping[str, str], errors: list) -> Any:
+    if isinstance(node, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errors.append((path, f"environment variable {name} is not set"))
+            return ""
+
+        return _ENV_REF.sub(repl, node)
+    if isinstance(node, Mapping):
+        return {
+            k: _substitute(v, f"{path}.{k}" if path else str(k), env, errors)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_substitute(v, f"{path}[{i}]", env, errors) for i, v in enumerate(node)]
+    return node
+
+
+def _read(source: str | os.PathLike[str]) -> tuple[Any, str]:
+    import yaml
+
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError([("", f"file not found: {path}")], source=str(path)) from None
+    except OSError as exc:
+        raise ConfigurationError([("", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigurationError(
+            [("", f"{where}invalid YAML: {problem}")], source=str(path)
+        ) from None
+    return data, str(path)
+
+
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | MeshConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> MeshConfig:
+    """Read, substitute and validate a configuration (a path, a dict or a MeshConfig).
+
+    Raises ConfigurationError listing every problem found.
+    """
+    if isinstance(source, MeshConfig):
+        return source
+    origin: str | None = None
+    if isinstance(source, Mapping):
+        data: Any = source
+    else:
+        data, origin = _read(source)
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(
+            [("", f"expected a mapping of sections, got {type(data).__name__}")], source=origin
+        )
+    errors: list[tuple[str, str]] = []
+    data = _substitute(data, "", os.environ if env is None else env, errors)
+    try:
+        config = MeshConfig.model_validate(data)
+    except ValidationError as exc:
+        errors.extend(_describe(err) for err in exc.errors())
+        raise ConfigurationError(errors, source=origin) from None
+    errors.extend(_cross_check(config))
+    if errors:
+        raise ConfigurationError(errors, source=origin)
+    return config
+
+
+def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
+    loc = tuple(err.get("loc", ()))
+    path = _join(loc)
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        valid = _valid_keys(MeshConfig, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return path, f"unknown key{hint} (valid keys: {', '.join(sorted(valid))})"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    if kind == "missing":
+        return path, "required key is missing"
+    value = err.get("input")
+    shown = "***" if "api_key" in path else repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return path, f"{msg} (got {shown})"
+
+
+def _join(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _unwrap(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return tp
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names (and aliases) of the section at ``loc``."""
+    current: Any = model
+    parts = list(loc)
+    while parts and isinstance(current, type) and issubclass(current, BaseModel):
+        name = parts.pop(0)
+        field = current.model_fields.get(name) or next(
+            (f for f in current.model_fields.values() if f.alias == name), None
+        )
+        if field is None:
+            return []
+        tp = _unwrap(field.annotation)
+        if typing.get_origin(tp) is dict:
+            tp = _unwrap(typing.get_args(tp)[1])
+            if parts:
+                parts.pop(0)  # the dict key (a provider, model or pool ID)
+        current = tp
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        return []
+    names = set(current.model_fields)
+    names |= {f.alias for f in current.model_fields.values() if f.alias}
+    return sorted(names)
+
+
+def _cross_check(config: MeshConfig) -> list[tuple[str, str]]:
+    """Checks that span sections: references, strategy IDs, capabilities, cron."""
+    from .capabilities import CapabilityTree, UnknownCapabilityError
+    from .strategies import resolve_strategy_id
+
+    errors: list[tuple[str, str]] = []
+    tree = CapabilityTree()
+    for i, node in enumerate(config.capabilities):
+        try:
+            tree.add(node)
+        except ValueError as exc:
+            errors.append((f"capabilities[{i}]", str(exc)))
+
+    def suggest(name: str, options: Any) -> str:
+        close = difflib.get_close_matches(name, list(options), n=1)
+        return f"; did you mean {close[0]!r}?" if close else ""
+
+    for mid, model in config.models.items():
+        if model.provider not in config.providers:
+            errors.append(
+                (
+                    f"models.{mid}.provider",
+                    f"unknown provider {model.provider!r}"
+                    + suggest(model.provider, config.providers),
+                )
+            )
+        for i, cap in enumerate(model.capabilities):
+            try:
+                tree.resolve(cap)
+            except UnknownCapabilityError as exc:
+                errors.append((f"models.{mid}.capabilities[{i}]", str(exc)))
+        if model.name is None and "." not in mid:
+            errors.append((f"models.{mid}", "set 'name' or use an ID of the form vendor.model"))
+
+    for pid, pool in config.pools.items():
+        at = f"pools.{pid}"
+        for key in ("models", "model_priority"):
+            for i, mid in enumerate(getattr(pool, key)):
+                if mid not in config.models:
+                    errors.append(
+                        (f"{at}.{key}[{i}]", f"unknown model {mid!r}{suggest(mid, config.models)}")
+                    )
+        for key in ("provider_priority", "excluded_providers"):
+            for i, prov in enumerate(getattr(pool, key)):
+                if prov not in config.providers:
+                    errors.append((f"{at}.{key}[{i}]", f"unknown provider {prov!r}"))
+        for i, prov in enumerate(pool.allowed_providers or ()):
+            if prov not in config.providers:
+                errors.append((f"{at}.allowed_providers[{i}]", f"unknown provider {prov!r}"))
+        capability = pool.capability
+        if capability is None and not pool.models:
+            if pid in tree:
+                capability = pid
+            else:
+                errors.append((at, "set 'capability' (a capability node) or 'models' (a list)"))
+        if capability is not None:
+            try:
+                tree.resolve(capability)
+            except UnknownCapabilityError as exc:
+                errors.append((f"{at}.capability", str(exc)))
+        try:
+            strategy_id = resolve_strategy_id(pool.strategy)
+        except KeyError as exc:
+            errors.append((f"{at}.strategy", exc.args[0]))
+            strategy_id = ""
+        if pool.fallback_strategy != "error":
+            try:
+                if (
+                    resolve_strategy_id(pool.fallback_strategy)
+                    == strategy_id
+                    == ("modelmesh.priority-selection.v1")
+                ):
+                    errors.append(
+                        (f"{at}.fallback_strategy", "cannot be priority-selection itself")
+                    )
+            except KeyError as exc:
+                errors.append((f"{at}.fallback_strategy", f"{exc.args[0]} or 'error'"))
+        window = pool.deactivation.maintenance_window
+        if window is not None:
+            cron = window if isinstance(window, str) else window.cron
+            from croniter import croniter
+
+            if not croniter.is_valid(cron):
+                errors.append(
+                    (
+                        f"{at}.deactivation.maintenance_window",
+                        f"invalid cron expression {cron!r} "
+                        "(expected five fields, e.g. '0 2 * * 0')",
+                    )
+                )
+    return errors

@@ -1,0 +1,431 @@
+"""Models and capability pools (seed: CapabilityPool).
+
+A :class:`Model` is one routable model: its static description (provider,
+capabilities, features, window, prices) and its shared :class:`ModelState`. A
+model can sit in several pools; its state, and so its standby status, is the
+same in all of them.
+
+A :class:`CapabilityPool` keeps its models in configured order, splits them into
+active and standby, asks its strategy to choose among the active ones, and
+applies its rotation policy (deactivation and recovery). Recovery needs no
+background thread: due models are brought back when the pool is next used.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from .clock import Clock, SystemClock
+from .errors import NoAvailableModelError
+from .evaluators import DeactivationEvaluator, DeactivationReason, RecoveryEvaluator
+from .events import EventEmitter, EventType
+from .state import ACTIVE, STANDBY, ModelSnapshot, ModelState
+from .strategies import SelectionResult, SelectionStrategy, StickUntilFailureStrategy
+from .types import CompletionRequest, Usage
+
+__all__ = ["CapabilityPool", "Model", "PoolState", "RotationPolicy"]
+
+
+@dataclass(eq=False)
+class Model:
+    """One routable model. ``id`` is the mesh's name (``vendor.model``)."""
+
+    id: str
+    provider_id: str
+    name: str
+    """The name sent to the provider."""
+    capabilities: tuple[str, ...] = ()
+    features: frozenset[str] = frozenset()
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    input_price: float | None = None
+    """USD per 1k prompt tokens."""
+    output_price: float | None = None
+    """USD per 1k completion tokens."""
+    request_price: float = 0.0
+    """USD per request."""
+    state: ModelState = field(default_factory=ModelState)
+    in_flight: int = 0
+    pools: list[CapabilityPool] = field(default_factory=list, repr=False)
+    _snapshot: ModelSnapshot | None = field(default=None, repr=False)
+    _snapshot_version: int = field(default=-1, repr=False)
+
+    def snapshot(self, now: float) -> ModelSnapshot:
+        """The state's snapshot, cached until the state changes (or the model is in standby)."""
+        st = self.state
+        if self._snapshot_version == st.version and st.status == ACTIVE:
+            return self._snapshot  # type: ignore[return-value]
+        snap = st.snapshot(
+            self.id,
+            self.provider_id,
+            now,
+            input_price=self.input_price,
+            output_price=self.output_price,
+        )
+        self._snapshot, self._snapshot_version = snap, st.version
+        return snap
+
+    def cost(self, usage: Usage) -> float:
+        """USD cost of one request with ``usage``, from the model's pricing."""
+        return (
+            usage.prompt_tokens * (self.input_price or 0.0) / 1000.0
+            + usage.completion_tokens * (self.output_price or 0.0) / 1000.0
+            + self.request_price
+        )
+
+    def changed(self) -> None:
+        """Tell the pools this model's state moved (their cached views are stale)."""
+        for pool in self.pools:
+            pool._model_changed(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """Aggregate state snapshot of a capability pool."""
+
+    name: str
+    hierarchy_node: str
+    active_count: int
+    standby_count: int
+    total_requests: int
+    rotation_events: int
+
+
+@dataclass
+class RotationPolicy:
+    """What a pool decides with: when to deactivate, when to recover, whom to select."""
+
+    deactivation: DeactivationEvaluator = field(default_factory=DeactivationEvaluator)
+    recovery: RecoveryEvaluator = field(default_factory=RecoveryEvaluator)
+    strategy: SelectionStrategy = field(default_factory=StickUntilFailureStrategy)
+
+
+#: Says why a model cannot serve a request, or None when it can.
+Eligibility = Callable[[Model], "str | None"]
+
+
+class CapabilityPool:
+    """A pool of models grouped by capability, with rotation management."""
+
+    def __init__(
+        self,
+        name: str,
+        hierarchy_node: str,
+        rotation_policy: RotationPolicy | None = None,
+        event_emitter: EventEmitter | None = None,
+        *,
+        clock: Clock | None = None,
+        lock: threading.RLock | None = None,
+    ) -> None:
+        self._name = name
+        self._hierarchy_node = hierarchy_node
+        self._rotation_policy = rotation_policy or RotationPolicy()
+        self._event_emitter = event_emitter or EventEmitter()
+        self._clock = clock or SystemClock()
+        self._lock = lock or threading.RLock()
+        self._models: list[Model] = []
+        self._active_models: list[Model] = []
+        self._standby_models: list[Model] = []
+        self._snaps: list[ModelSnapshot | None] = []
+        self._active_index: dict[str, int] = {}
+        self._stale: set[int] = set()
+        self._by_id: dict[str, Model] = {}
+        self._dirty = True
+        self._next_check = 0.0
+        self.total_requests = 0
+        self.rotation_events = 0
+
+    # --- seed surface ---------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def hierarchy_node(self) -> str:
+        return self._hierarchy_node
+
+    @property
+    def rotation_policy(self) -> RotationPolicy:
+        return self._rotation_policy
+
+    @property
+    def strategy(self) -> SelectionStrategy:
+        return self._rotation_policy.strategy
+
+    @property
+    def models(self) -> list[Model]:
+        """Every member, in pool order."""
+        return list(self._models)
+
+    def get_active_models(self) -> list[Model]:
+        """Return all models currently eligible for routing."""
+        with self._lock:
+            self._rebuild()
+            return list(self._active_models)
+
+    def get_standby_models(self) -> list[Model]:
+        """Return all models currently excluded from routing."""
+        with self._lock:
+            self._rebuild()
+            return list(self._standby_models)
+
+    def add_model(self, model: Model) -> None:
+        """Add a model to the pool (at the end of pool order)."""
+        with self._lock:
+            if any(m is model for m in self._models):
+                return
+            if not model.pools:  # the first pool's thresholds judge the shared state
+                policy = self._rotation_policy.deactivation.policy
+                model.state.limits = policy.limits
+                model.state.window_size = policy.error_rate_window
+            self._models.append(model)
+            model.pools.append(self)
+            self._membership_changed()
+        self._event_emitter.emit(
+            EventType.MODEL_ADDED,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=self._name,
+        )
+
+    def remove_model(self, model: Model) -> None:
+        """Remove a model from both the active and standby sets."""
+        with self._lock:
+            if not any(m is model for m in self._models):
+                return
+            self._models = [m for m in self._models if m is not model]
+            model.pools[:] = [p for p in model.pools if p is not self]
+            self._membership_changed()
+        self._event_emitter.emit(
+            EventType.MODEL_REMOVED,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=self._name,
+        )
+
+    def select(self, request: CompletionRequest) -> Model:
+        """Delegate to the selection strategy and return the best candidate.
+
+        Raises:
+            NoAvailableModelError: If no active model remains.
+        """
+        return self.choose(request)[0]
+
+    def deactivate(
+        self, model: Model, reason: str | DeactivationReason, *, now: float | None = None
+    ) -> None:
+        """Move a model from active to standby with a recorded reason.
+
+        The recovery time follows the reason (see :class:`RecoveryEvaluator`).
+        """
+        reason = DeactivationReason(reason)
+        with self._lock:
+            now = self._clock.time() if now is None else now
+            st = model.state
+            was_trial = st.probation
+            if was_trial:
+                st.strikes += 1
+            recover_at = self._rotation_policy.recovery.recovery_time(
+                reason, now, strikes=st.strikes, retry_after=st.retry_after
+            )
+            st.status = STANDBY
+            st.deactivation_reason = reason.value
+            st.recover_at = recover_at
+            st.standby_since = now
+            st.probation = False
+            st.retry_after = None
+            st.touch()
+            self.rotation_events += 1
+            model.changed()
+        self._event_emitter.emit(
+            EventType.MODEL_DEACTIVATED,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=self._name,
+            reason=reason.value,
+            recover_at=recover_at,
+            failed_trial=was_trial,
+        )
+
+    def recover(self, model: Model, *, trial: bool = False) -> None:
+        """Move a model from standby back to active.
+
+        With ``trial`` the model is on probation: its next request is a trial, and
+        a failure sends it straight back with a longer cooldown.
+        """
+        with self._lock:
+            st = model.state
+            if st.status != STANDBY:
+                return
+            previous = st.deactivation_reason
+            st.status = ACTIVE
+            st.deactivation_reason = None
+            st.recover_at = None
+            st.standby_since = None
+            st.cooldown_remaining = 0.0
+            st.failure_count = 0
+            st.outcomes.clear()
+            st.error_rate = 0.0
+            st.probation = trial
+            if not trial:
+                st.strikes = 0
+            st.touch()
+            self.rotation_events += 1
+            model.changed()
+        self._event_emitter.emit(
+            EventType.MODEL_REACTIVATED,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=self._name,
+            previous_reason=previous,
+            trial=trial,
+        )
+
+    def get_state(self) -> PoolState:
+        """Return the pool's aggregate state."""
+        with self._lock:
+            self.refresh()
+            self._rebuild()
+            return PoolState(
+                name=self._name,
+                hierarchy_node=self._hierarchy_node,
+                active_count=len(self._active_models),
+                standby_count=len(self._standby_models),
+                total_requests=self.total_requests,
+                rotation_events=self.rotation_events,
+            )
+
+    # --- selection ------------------------------------------------------------
+    def choose(
+        self,
+        request: CompletionRequest,
+        *,
+        exclude: Collection[str] = (),
+        eligible: Eligibility | None = None,
+    ) -> tuple[Model, SelectionResult]:
+        """Select a model for ``request``, skipping ``exclude`` and ineligible models.
+
+        Raises NoAvailableModelError (saying when the earliest standby model
+        recovers) when nothing is left to choose from.
+        """
+        with self._lock:
+            now = self._clock.time()
+            self.refresh(now)
+            snaps = self._candidate_snapshots(now)
+            if exclude or eligible is not None or self._has_busy_trial():
+                models = self._active_models
+                snaps = [
+                    s
+                    for s, m in zip(snaps, models)
+                    if m.id not in exclude
+                    and not (m.state.probation and m.in_flight)
+                    and (eligible is None or eligible(m) is None)
+                ]
+            if not snaps:
+                raise self.exhausted_error(tried=bool(exclude))
+            result = self._rotation_policy.strategy.select(snaps, request)
+            model = self._by_id[result.model_id]
+            return model, result
+
+    def exhausted_error(self, *, tried: bool = False) -> NoAvailableModelError:
+        """The error raised when no model can be chosen (with the earliest recovery)."""
+        recovers_at = RecoveryEvaluator.earliest_recovery(m.state for m in self._models)
+        standby = [m.id for m in self._models if m.state.status == STANDBY]
+        if not self._models:
+            msg = f"pool {self._name!r} has no models"
+        elif tried and len(standby) < len(self._models):
+            msg = f"every available model of pool {self._name!r} was tried"
+        else:
+            msg = f"every model of pool {self._name!r} is in standby"
+        if recovers_at is not None:
+            msg += f"; the earliest recovers in {max(0.0, recovers_at - self._clock.time()):.1f}s"
+        elif standby:
+            msg += "; none recovers by itself (manual recovery needed)"
+        return NoAvailableModelError(
+            msg,
+            pool_name=self._name,
+            recovers_at=recovers_at,
+            details={"standby": standby, "recovers_at": recovers_at},
+        )
+
+    def _has_busy_trial(self) -> bool:
+        return any(m.state.probation and m.in_flight for m in self._active_models)
+
+    def _candidate_snapshots(self, now: float) -> list[ModelSnapshot]:
+        self._rebuild()
+        snaps = self._snaps
+        if self._stale:
+            models = self._active_models
+            for i in self._stale:
+                snaps[i] = models[i].snapshot(now)
+            self._stale.clear()
+        return snaps  # type: ignore[return-value]
+
+    # --- recovery, maintenance ------------------------------------------------
+    def refresh(self, now: float | None = None) -> None:
+        """Bring back due standby models and apply maintenance windows.
+
+        Cheap when nothing is due: it compares ``now`` with the next time anything
+        can change.
+        """
+        with self._lock:
+            now = self._clock.time() if now is None else now
+            if now < self._next_check:
+                return
+            policy = self._rotation_policy
+            inside, until = policy.deactivation.in_maintenance(now)
+            if inside:
+                for m in list(self._models):
+                    if m.state.status == ACTIVE:
+                        self.deactivate(m, DeactivationReason.MAINTENANCE_WINDOW, now=now)
+            recovery = policy.recovery
+            for m in list(self._models):
+                st = m.state
+                if recovery.may_recover(st, now):
+                    if (
+                        inside
+                        and st.deactivation_reason == DeactivationReason.MAINTENANCE_WINDOW.value
+                    ):
+                        continue
+                    policy.deactivation.policy.roll_periods(st, now)
+                    self.recover(m, trial=recovery.needs_trial(st.deactivation_reason))
+            earliest = RecoveryEvaluator.earliest_recovery(m.state for m in self._models)
+            self._next_check = min(until, earliest if earliest is not None else float("inf"))
+
+    # --- internal bookkeeping ---------------------------------------------------
+    def _membership_changed(self) -> None:
+        self._dirty = True
+        self._next_check = 0.0
+        self._rotation_policy.strategy.bind(self._name, [m.id for m in self._models])
+
+    def _model_changed(self, model: Model) -> None:
+        """Called by :meth:`Model.changed` (under the mesh lock)."""
+        if self._dirty:
+            return
+        idx = self._active_index.get(model.id)
+        active = model.state.status == ACTIVE
+        if (idx is None) == active:  # status changed: the split must be rebuilt
+            self._dirty = True
+            self._next_check = 0.0
+        elif idx is not None:
+            self._stale.add(idx)
+        if model.state.recover_at is not None:
+            self._next_check = min(self._next_check, model.state.recover_at)
+
+    def _rebuild(self) -> None:
+        if not self._dirty:
+            return
+        self._active_models = [m for m in self._models if m.state.status == ACTIVE]
+        self._standby_models = [m for m in self._models if m.state.status != ACTIVE]
+        self._active_index = {m.id: i for i, m in enumerate(self._active_models)}
+        self._snaps = [None] * len(self._active_models)
+        self._stale = set(range(len(self._active_models)))
+        self._by_id = {m.id: m for m in self._models}
+        self._dirty = False
+
+    def __repr__(self) -> str:
+        return (
+            f"CapabilityPool({self._name!r}, {self._hierarchy_node!r}, models={len(self._models)})"
+        )

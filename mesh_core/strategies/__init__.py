@@ -1,0 +1,50 @@
+"""Selection strategies (seed: SelectionStrategy): the eight shipped ones and a registry."""
+
+from __future__ import annotations
+
+from .base import BalanceMode, SelectionResult, SelectionStrategy, StrategyOptions, priority_score
+from .cost import CostFirstStrategy
+from .latency import LatencyFirstStrategy
+from .load_balanced import LoadBalancedStrategy
+from .priority import PrioritySelectionStrategy, StickUntilFailureStrategy
+from .rate_limit import RateLimitAwareStrategy
+from .registry import create_strategy, known_strategies, register_strategy, resolve_strategy_id
+from .round_robin import RoundRobinStrategy
+from .session import SessionStickinessStrategy
+
+DEFAULT_STRATEGY = StickUntilFailureStrategy.strategy_id
+
+SHIPPED_STRATEGIES: tuple[type[SelectionStrategy], ...] = (
+    StickUntilFailureStrategy,
+    PrioritySelectionStrategy,
+    RoundRobinStrategy,
+    CostFirstStrategy,
+    LatencyFirstStrategy,
+    SessionStickinessStrategy,
+    RateLimitAwareStrategy,
+    LoadBalancedStrategy,
+)
+for _cls in SHIPPED_STRATEGIES:
+    register_strategy(_cls.strategy_id, _cls)
+
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "SHIPPED_STRATEGIES",
+    "BalanceMode",
+    "CostFirstStrategy",
+    "LatencyFirstStrategy",
+    "LoadBalancedStrategy",
+    "PrioritySelectionStrategy",
+    "RateLimitAwareStrategy",
+    "RoundRobinStrategy",
+    "SelectionResult",
+    "SelectionStrategy",
+    "SessionStickinessStrategy",
+    "StickUntilFailureStrategy",
+    "StrategyOptions",
+    "create_strategy",
+    "known_strategies",
+    "priority_score",
+    "register_strategy",
+    "resolve_strategy_id",
+]
