@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 __all__ = [
@@ -69,7 +69,7 @@ PERIODS = ("hourly", "daily", "weekly", "monthly")
 
 def period_start(period: str, ts: float) -> float:
     """Start (Unix seconds) of the UTC calendar period that contains ``ts``."""
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     if period == "hourly":
         start = dt.replace(minute=0, second=0, microsecond=0)
     elif period == "daily":
@@ -86,7 +86,7 @@ def period_start(period: str, ts: float) -> float:
 
 def next_period_start(period: str, ts: float) -> float:
     """Start of the UTC calendar period that follows the one containing ``ts``."""
-    start = datetime.fromtimestamp(period_start(period, ts), tz=timezone.utc)
+    start = datetime.fromtimestamp(period_start(period, ts), tz=UTC)
     if period == "hourly":
         nxt = start + timedelta(hours=1)
     elif period == "daily":

@@ -15,7 +15,7 @@ import enum
 from typing import Any
 
 
-class ErrorKind(str, enum.Enum):
+class ErrorKind(enum.StrEnum):
     """What went wrong with one provider call."""
 
     RATE_LIMITED = "rate_limited"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from .clock import Clock, SystemClock, next_period_start, period_start
@@ -82,7 +82,7 @@ class MaintenanceWindow:
     def _iter(self, start: float):
         from croniter import croniter
 
-        return croniter(self.cron, datetime.fromtimestamp(start, tz=timezone.utc))
+        return croniter(self.cron, datetime.fromtimestamp(start, tz=UTC))
 
     def state_at(self, ts: float) -> tuple[bool, float]:
         """``(inside, until)``: whether ``ts`` is inside a window, and when that changes."""

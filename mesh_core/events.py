@@ -21,7 +21,7 @@ __all__ = ["Event", "EventEmitter", "EventHandler", "EventType"]
 logger = logging.getLogger("modelmesh")
 
 
-class EventType(str, enum.Enum):
+class EventType(enum.StrEnum):
     """Everything the mesh reports."""
 
     REQUEST_ROUTED = "request.routed"

@@ -1,5 +1,5 @@
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from mesh_core.events import EventEmitter, EventType
 from mesh_core.pool import CapabilityPool, Model, PoolState, RotationPolicy
 from tests.helpers import req
 
-T0 = datetime(2026, 1, 7, 12, tzinfo=timezone.utc).timestamp()  # a Wednesday
+T0 = datetime(2026, 1, 7, 12, tzinfo=UTC).timestamp()  # a Wednesday
 
 
 def mesh_parts(cfg: dict, clock=None):
@@ -184,7 +184,7 @@ def test_request_limit_recovers_at_the_next_quota_period():
     reason = pol.get_reason(a.snapshot(clock.time()))
     assert reason.value == "request_limit"
     pool.deactivate(a, reason)
-    midnight = datetime(2026, 1, 8, tzinfo=timezone.utc).timestamp()
+    midnight = datetime(2026, 1, 8, tzinfo=UTC).timestamp()
     assert a.state.recover_at == midnight
     clock.set(midnight)
     assert pool.select(req()) is a and a.state.quota_used == 0

@@ -1,0 +1,372 @@
+"""The facade: ``Mesh.from_config(...)``, then ``complete``, ``acomplete``, ``stream``, ``astream``.
+
+The routing logic lives in :mod:`.routing` as a generator of effects; the two
+drivers here perform those effects, blocking or awaiting, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from typing import Any
+
+from .assembly import build_model, build_pools, capability_tree
+from .clock import Clock, SystemClock
+from .config import MeshConfig, load_config
+from .errors import ModelMeshError, ProviderError, UnknownPoolError
+from .evaluators import DeactivationReason
+from .events import EventEmitter, EventHandler, EventType
+from .pool import CapabilityPool, Model
+from .providers import Provider, Timeouts, create_provider
+from .routing import Call, Flight, Outcome, PoolSettings, Router, Sleep, stream_ended_early
+from .state import ModelSnapshot
+from .streaming import StreamRelay
+from .types import CompletionChunk, CompletionRequest, CompletionResponse
+
+__all__ = ["InvalidRequestError", "Mesh"]
+
+_REQUEST_FIELDS = (
+    "temperature",
+    "max_tokens",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "stop",
+    "top_p",
+    "seed",
+    "session_id",
+)
+
+
+class InvalidRequestError(ModelMeshError, ValueError):
+    """The caller's request is malformed (caught before any provider is called)."""
+
+
+class Mesh:
+    """Pools of models behind one ``complete`` call, with automatic failover.
+
+    Thread-safe and asyncio-safe: one mesh may serve many threads and tasks.
+    """
+
+    def __init__(
+        self,
+        config: MeshConfig,
+        *,
+        clock: Clock | None = None,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._lock = threading.RLock()
+        self.events = EventEmitter(self.clock.time)
+        tree = capability_tree(config)
+        self.models: dict[str, Model] = {
+            mid: build_model(mid, mcfg, tree) for mid, mcfg in config.models.items()
+        }
+        self.pools: dict[str, CapabilityPool] = build_pools(
+            config, self.models, tree, self.events, self.clock, self._lock
+        )
+        self.providers: dict[str, Provider] = dict(providers or {})
+        for pid, pcfg in config.providers.items():
+            if pid not in self.providers:
+                self.providers[pid] = create_provider(pid, pcfg)
+        timeouts = {
+            mid: Timeouts().merged(config.providers[m.provider].timeouts).merged(m.timeouts)
+            for mid, m in config.models.items()
+        }
+        settings = {
+            pid: PoolSettings(p.retry, p.wait_for_recovery) for pid, p in config.pools.items()
+        }
+        self._router = Router(
+            models=self.models,
+            providers=self.providers,
+            timeouts=timeouts,
+            settings=settings,
+            emitter=self.events,
+            clock=self.clock,
+            lock=self._lock,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        source: str | os.PathLike[str] | Mapping[str, Any] | MeshConfig,
+        *,
+        env: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+    ) -> Mesh:
+        """Build a mesh from a YAML path, a dict or a MeshConfig (validated first)."""
+        return cls(load_config(source, env=env), clock=clock)
+
+    def __repr__(self) -> str:
+        return f"Mesh(pools={sorted(self.pools)}, models={len(self.models)})"
+
+    # --- lookups --------------------------------------------------------------------
+    def pool(self, name: str) -> CapabilityPool:
+        """The pool called ``name`` (UnknownPoolError, with a suggestion, if none)."""
+        try:
+            return self.pools[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self.pools, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownPoolError(
+                f"unknown pool {name!r}{hint} (pools: {', '.join(sorted(self.pools)) or 'none'})",
+                pool_name=name,
+            ) from None
+
+    def model(self, model_id: str) -> Model:
+        try:
+            return self.models[model_id]
+        except KeyError:
+            close = difflib.get_close_matches(model_id, self.models, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise KeyError(f"unknown model {model_id!r}{hint}") from None
+
+    def snapshot(self, model_id: str) -> ModelSnapshot:
+        """A point-in-time view of one model's state."""
+        model = self.model(model_id)
+        with self._lock:
+            return model.snapshot(self.clock.time())
+
+    def on(self, event_type: EventType | str | None, handler: EventHandler) -> EventHandler:
+        """Subscribe to mesh events (None: all of them)."""
+        return self.events.on(event_type, handler)
+
+    # --- manual rotation ------------------------------------------------------------
+    def deactivate(self, model_id: str, reason: str | DeactivationReason = "manual") -> None:
+        """Put a model in standby in every pool (``manual`` standby lasts until :meth:`recover`)."""
+        model = self.model(model_id)
+        if model.pools:
+            model.pools[0].deactivate(model, reason)
+
+    def recover(self, model_id: str) -> None:
+        """Bring a standby model back at once, without a trial."""
+        model = self.model(model_id)
+        if model.pools:
+            model.pools[0].recover(model)
+
+    # --- requests -------------------------------------------------------------------
+    def _flight(
+        self,
+        pool: str,
+        messages: Any,
+        request: CompletionRequest | None,
+        params: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> Flight:
+        target = self.pool(pool)
+        if request is None:
+            request = _build_request(pool, messages, params)
+        request.stream = stream
+        return Flight(self._router, target, request, stream=stream)
+
+    def complete(
+        self,
+        pool: str,
+        messages: Any = None,
+        *,
+        request: CompletionRequest | None = None,
+        **params: Any,
+    ) -> CompletionResponse:
+        """Send a chat completion to ``pool`` and return the first model's answer that works."""
+        flight = self._flight(pool, messages, request, params, stream=False)
+        return flight.response(*_drive(flight.plan()))
+
+    async def acomplete(
+        self,
+        pool: str,
+        messages: Any = None,
+        *,
+        request: CompletionRequest | None = None,
+        **params: Any,
+    ) -> CompletionResponse:
+        """Async :meth:`complete`; never blocks the event loop."""
+        flight = self._flight(pool, messages, request, params, stream=False)
+        return flight.response(*(await _adrive(flight.plan())))
+
+    def stream(
+        self,
+        pool: str,
+        messages: Any = None,
+        *,
+        request: CompletionRequest | None = None,
+        **params: Any,
+    ) -> Iterator[CompletionChunk]:
+        """Stream an answer. Failover is transparent until the first token; the last
+        chunk carries ``finish_reason``, ``usage`` and ``attempts``."""
+        flight = self._flight(pool, messages, request, params, stream=True)
+        model, (pstream, head), _ = _drive(flight.plan())
+        return iter(StreamRelay(flight, model, pstream, head))
+
+    async def astream(
+        self,
+        pool: str,
+        messages: Any = None,
+        *,
+        request: CompletionRequest | None = None,
+        **params: Any,
+    ) -> AsyncIterator[CompletionChunk]:
+        """Async :meth:`stream`."""
+        flight = self._flight(pool, messages, request, params, stream=True)
+        model, (pstream, head), _ = await _adrive(flight.plan())
+        async for chunk in StreamRelay(flight, model, pstream, head):
+            yield chunk
+
+    # --- shutdown -------------------------------------------------------------------
+    def close(self) -> None:
+        """Close every provider's sync connection pool."""
+        for provider in self.providers.values():
+            provider.close()
+
+    async def aclose(self) -> None:
+        """Close every provider's connection pools (this loop's async ones too)."""
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    def __enter__(self) -> Mesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Mesh:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+# --- the drivers ------------------------------------------------------------------------
+
+
+def _drive(plan: Generator[Any, Outcome | None, Any]) -> Any:
+    """Perform a flight's effects with blocking calls."""
+    outcome: Outcome | None = None
+    try:
+        while True:
+            try:
+                effect = plan.send(outcome)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(effect, Sleep):
+                time.sleep(effect.seconds)
+                outcome = None
+                continue
+            try:
+                outcome = Outcome(value=_call(effect))
+            except ProviderError as err:
+                outcome = Outcome(error=err)
+    finally:
+        plan.close()
+
+
+async def _adrive(plan: Generator[Any, Outcome | None, Any]) -> Any:
+    """Perform a flight's effects by awaiting them."""
+    outcome: Outcome | None = None
+    try:
+        while True:
+            try:
+                effect = plan.send(outcome)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(effect, Sleep):
+                await asyncio.sleep(effect.seconds)
+                outcome = None
+                continue
+            try:
+                outcome = Outcome(value=await _acall(effect))
+            except ProviderError as err:
+                outcome = Outcome(error=err)
+    finally:
+        plan.close()
+
+
+def _call(c: Call) -> Any:
+    if not c.stream:
+        return c.provider.complete(c.model.name, c.request, c.timeouts)
+    stream = c.provider.stream(c.model.name, c.request, c.timeouts)
+    head: list[CompletionChunk] = []
+    try:
+        for chunk in stream:  # read up to the first token: until then failover is free
+            head.append(chunk)
+            if chunk.has_token or chunk.finish_reason is not None:
+                return stream, head
+    except BaseException:
+        stream.close()
+        raise
+    stream.close()
+    raise stream_ended_early(c.model)
+
+
+async def _acall(c: Call) -> Any:
+    if not c.stream:
+        return await c.provider.acomplete(c.model.name, c.request, c.timeouts)
+    stream = await c.provider.astream(c.model.name, c.request, c.timeouts)
+    head: list[CompletionChunk] = []
+    try:
+        async for chunk in stream:
+            head.append(chunk)
+            if chunk.has_token or chunk.finish_reason is not None:
+                return stream, head
+    except BaseException:
+        await stream.aclose()
+        raise
+    await stream.aclose()
+    raise stream_ended_early(c.model)
+
+
+# --- request building ---------------------------------------------------------------------
+
+
+def _build_request(pool: str, messages: Any, params: dict[str, Any]) -> CompletionRequest:
+    """Validate the caller's arguments into a CompletionRequest (errors say where)."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages must be a non-empty list of {'role', 'content'} dicts")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, Mapping) or not isinstance(msg.get("role"), str):
+            raise InvalidRequestError(f"messages[{i}] must be a dict with a string 'role'")
+    tools = params.get("tools")
+    if tools is not None:
+        _check_tools(tools)
+    stop = params.get("stop")
+    if isinstance(stop, str):
+        params["stop"] = [stop]
+    known = {k: params.pop(k) for k in _REQUEST_FIELDS if k in params}
+    pinned = params.pop("model", None)
+    extra = params.pop("extra", None) or {}
+    extra.update(params)  # anything else is passed through to the provider
+    return CompletionRequest(
+        model=pool, messages=list(messages), pinned_model=pinned, extra=extra, **known
+    )
+
+
+def _check_tools(tools: Any) -> None:
+    if not isinstance(tools, list):
+        raise InvalidRequestError("tools must be a list of OpenAI tool dicts")
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if (
+            not isinstance(tool, Mapping)
+            or tool.get("type") != "function"
+            or not isinstance(fn, Mapping)
+        ):
+            raise InvalidRequestError(
+                f"tools[{i}] must look like {{'type': 'function', 'function': {{'name': ..., "
+                "'parameters': {...}}}}}"
+            )
+        if not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise InvalidRequestError(f"tools[{i}].function.name must be a non-empty string")
+        params = fn.get("parameters")
+        if params is not None and (
+            not isinstance(params, Mapping) or params.get("type") != "object"
+        ):
+            raise InvalidRequestError(
+                f"tools[{i}].function.parameters must be a JSON schema object with type 'object'"
+            )

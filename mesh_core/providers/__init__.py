@@ -1,0 +1,34 @@
+"""Providers: the interface, and the OpenAI-compatible implementation over httpx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import AsyncProviderStream, Provider, ProviderReply, ProviderStream, Timeouts
+from .openai_compat import OpenAICompatibleProvider
+from .wire import RateLimitInfo
+
+__all__ = [
+    "AsyncProviderStream",
+    "OpenAICompatibleProvider",
+    "Provider",
+    "ProviderReply",
+    "ProviderStream",
+    "RateLimitInfo",
+    "Timeouts",
+    "create_provider",
+]
+
+
+def create_provider(provider_id: str, config: Any) -> Provider:
+    """Build the provider a ``providers.<id>`` configuration section describes."""
+    if config.type in ("openai-compatible", "openai"):
+        return OpenAICompatibleProvider(
+            provider_id,
+            base_url=config.base_url,
+            api_key=config.api_key,
+            headers=config.headers,
+            verify_tls=config.verify_tls,
+            max_connections=config.max_connections,
+        )
+    raise ValueError(f"unknown provider type {config.type!r}")

@@ -1,0 +1,145 @@
+"""The provider interface and what every provider shares: timeouts, replies, stream timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import ProviderTimeoutError
+from ..types import CompletionChunk, CompletionRequest
+from .wire import DONE, ParsedResponse, RateLimitInfo, SSEDecoder, parse_chunk
+
+__all__ = [
+    "AsyncProviderStream",
+    "Provider",
+    "ProviderReply",
+    "ProviderStream",
+    "StreamTimer",
+    "Timeouts",
+    "sse_chunks",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Limits of one attempt, in seconds."""
+
+    connect: float = 5.0
+    first_token: float = 30.0
+    """Streaming: until the first token arrives. Non-streaming: not used (see ``total``)."""
+    stall: float = 30.0
+    """Streaming: the longest silence allowed between two chunks."""
+    total: float = 300.0
+    """The whole attempt; for a non-streaming call, the wait for the complete answer."""
+
+    def merged(self, override: Any) -> Timeouts:
+        """These timeouts with the non-None fields of ``override`` (a TimeoutsConfig) applied."""
+        if override is None:
+            return self
+        changes = {
+            k: getattr(override, k)
+            for k in ("connect", "first_token", "stall", "total")
+            if getattr(override, k, None) is not None
+        }
+        return replace(self, **changes) if changes else self
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReply:
+    response: ParsedResponse
+    rate_limits: RateLimitInfo | None = None
+
+
+class StreamTimer:
+    """Deadlines of a streaming attempt: first token, then stall between chunks, and total.
+
+    Pure bookkeeping on a monotonic clock; the drivers turn :meth:`deadline` into
+    a socket watchdog (sync) or an ``asyncio.timeout_at`` (async).
+    """
+
+    __slots__ = ("_first", "_last", "_total_at", "got_token", "timeouts")
+
+    def __init__(self, timeouts: Timeouts, start: float | None = None) -> None:
+        start = time.monotonic() if start is None else start
+        self.timeouts = timeouts
+        self.got_token = False
+        self._first = start + timeouts.first_token
+        self._total_at = start + timeouts.total
+        self._last = start
+
+    def deadline(self, now: float) -> float:
+        """When the next read must have returned, measured from ``now`` (read start)."""
+        limit = self._first if not self.got_token else now + self.timeouts.stall
+        return min(limit, self._total_at)
+
+    def saw(self, chunk: CompletionChunk) -> None:
+        if chunk.has_token:
+            self.got_token = True
+
+    def expired(self, now: float) -> ProviderTimeoutError:
+        """The error for a deadline that passed at ``now``."""
+        t = self.timeouts
+        if now >= self._total_at - 1e-3:
+            return ProviderTimeoutError(
+                f"no complete answer within {t.total:g}s (total timeout)", timeout_seconds=t.total
+            )
+        if not self.got_token:
+            return ProviderTimeoutError(
+                f"no first token within {t.first_token:g}s", timeout_seconds=t.first_token
+            )
+        return ProviderTimeoutError(f"stream stalled for {t.stall:g}s", timeout_seconds=t.stall)
+
+
+def sse_chunks(decoder: SSEDecoder, raw: bytes | None) -> Iterator[CompletionChunk | None]:
+    """Chunks decoded from ``raw`` (None: end of stream); a None item means ``[DONE]``."""
+    events = decoder.close() if raw is None else decoder.feed(raw)
+    for data in events:
+        if data.strip() == DONE:
+            yield None
+            return
+        yield parse_chunk(data)
+
+
+class ProviderStream(Iterator[CompletionChunk]):
+    """A streaming answer. ``done`` tells whether the provider ended it with ``[DONE]``."""
+
+    rate_limits: RateLimitInfo | None = None
+    done: bool = False
+
+    def close(self) -> None: ...
+
+
+class AsyncProviderStream(AsyncIterator[CompletionChunk]):
+    rate_limits: RateLimitInfo | None = None
+    done: bool = False
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Calls one provider. Raises :class:`~mesh_core.errors.ProviderError` subclasses only."""
+
+    provider_id: str
+
+    def complete(
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
+    ) -> ProviderReply: ...
+
+    async def acomplete(
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
+    ) -> ProviderReply: ...
+
+    def stream(
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
+    ) -> ProviderStream: ...
+
+    async def astream(
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
+    ) -> AsyncProviderStream: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...

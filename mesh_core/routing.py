@@ -1,0 +1,454 @@
+"""The failover loop: select -> call -> record -> evaluate -> maybe fail over.
+
+It is written once, as a generator (:meth:`Flight.plan`) that yields *effects*
+(:class:`Call` a provider, :class:`Sleep` a while) and receives their
+:class:`Outcome`. The sync driver performs effects with blocking calls, the async
+driver awaits them; neither holds any routing logic. All state changes happen in
+:class:`Router` under the mesh's lock, so many threads and tasks can share a mesh.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock
+from .config import RetryConfig
+from .errors import (
+    CALLER_KINDS,
+    AllProvidersExhaustedError,
+    ContextWindowExceededError,
+    ErrorKind,
+    NoAvailableModelError,
+    NoCapableModelError,
+    ProviderError,
+    RoutingError,
+    provider_error,
+)
+from .evaluators import DeactivationReason, counts_against_model
+from .events import EventEmitter, EventType
+from .needs import RequestNeeds, needs_of
+from .pool import CapabilityPool, Model
+from .providers.base import Provider, ProviderReply, Timeouts
+from .providers.wire import RateLimitInfo
+from .state import ACTIVE
+from .types import Attempt, CompletionRequest, CompletionResponse, Usage
+
+__all__ = ["Call", "Flight", "Outcome", "PoolSettings", "Router", "Sleep"]
+
+
+@dataclass(slots=True)
+class Call:
+    """Effect: call ``provider`` for ``model`` (streaming or not)."""
+
+    provider: Provider
+    model: Model
+    request: CompletionRequest
+    timeouts: Timeouts
+    stream: bool
+
+
+@dataclass(slots=True)
+class Sleep:
+    """Effect: wait ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(slots=True)
+class Outcome:
+    value: Any = None
+    error: BaseException | None = None
+
+
+Effect = Call | Sleep
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Per-pool request-path settings (from the pool's configuration)."""
+
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    wait_for_recovery: float = 0.0
+
+
+_FAILOVER = -1.0
+_RAISE = -2.0
+
+
+class Router:
+    """The state-touching decisions of the request path, each taken under the mesh lock."""
+
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, Model],
+        providers: Mapping[str, Provider],
+        timeouts: Mapping[str, Timeouts],
+        settings: Mapping[str, PoolSettings],
+        emitter: EventEmitter,
+        clock: Clock,
+        lock: threading.RLock,
+    ) -> None:
+        self.models = models
+        self.providers = providers
+        self.timeouts = timeouts
+        self.settings = settings
+        self.emitter = emitter
+        self.clock = clock
+        self.lock = lock
+        self._rng = random.Random()
+
+    # --- selection ------------------------------------------------------------
+    def eligibility(
+        self, pool: CapabilityPool, request: CompletionRequest
+    ) -> Callable[[Model], str | None] | None:
+        """A filter for the models that can serve ``request`` (None: every model can).
+
+        Raises NoCapableModelError, naming what ruled each model out, when none can.
+        """
+        needs: RequestNeeds = needs_of(request)
+        pin = request.pinned_model
+        members = pool.models
+        if pin is not None and not any(m.id == pin for m in members):
+            raise RoutingError(
+                f"model {pin!r} is not a member of pool {pool.name!r} "
+                f"(members: {', '.join(m.id for m in members)})",
+                pool_name=pool.name,
+            )
+
+        def unmet(model: Model) -> str | None:
+            if pin is not None and model.id != pin:
+                return f"not the pinned model {pin!r}"
+            return needs.unmet(model)
+
+        if (
+            pin is None
+            and not needs.special
+            and not any(
+                m.context_window is not None and m.context_window < needs.tokens for m in members
+            )
+        ):
+            return None
+        reasons = {m.id: r for m in members if (r := unmet(m)) is not None}
+        if members and len(reasons) == len(members):
+            detail = "; ".join(f"{mid}: {why}" for mid, why in reasons.items())
+            raise NoCapableModelError(
+                f"no model of pool {pool.name!r} can serve this request ({detail})",
+                pool_name=pool.name,
+                reasons=reasons,
+            )
+        return unmet
+
+    def choose(
+        self,
+        pool: CapabilityPool,
+        request: CompletionRequest,
+        exclude: set[str],
+        eligible: Callable[[Model], str | None] | None,
+        attempt: int,
+    ) -> Model:
+        with self.lock:
+            model, result = pool.choose(request, exclude=exclude, eligible=eligible)
+            model.in_flight += 1
+        self.emitter.emit(
+            EventType.REQUEST_ROUTED,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=pool.name,
+            attempt=attempt,
+            reason=result.reason,
+        )
+        return model
+
+    def recovery_wait(
+        self, pool: CapabilityPool, exc: NoAvailableModelError, waited: float
+    ) -> float | None:
+        """How long to wait for the pool's earliest recovery, if the pool allows it."""
+        limit = self.settings[pool.name].wait_for_recovery
+        if limit <= 0 or exc.recovers_at is None:
+            return None
+        delay = max(0.0, exc.recovers_at - self.clock.time()) + 0.01
+        return delay if waited + delay <= limit else None
+
+    # --- outcomes ----------------------------------------------------------------
+    def succeeded(
+        self,
+        pool: CapabilityPool,
+        model: Model,
+        usage: Usage | None,
+        latency: float,
+        rate_limits: RateLimitInfo | None,
+        *,
+        release: bool = True,
+    ) -> tuple[Usage, float]:
+        """Record a success; returns the usage counted (estimated if unreported) and its cost."""
+        usage = usage or Usage()
+        cost = model.cost(usage)
+        with self.lock:
+            if release:
+                model.in_flight -= 1
+            now = self.clock.time()
+            st = model.state
+            deact = pool.rotation_policy.deactivation
+            deact.policy.roll_periods(st, now)
+            st.record_success(latency, usage.total_tokens, cost, now=now)
+            if st.probation:
+                st.probation = False
+                st.strikes = 0
+            _apply_rate_limits(model, rate_limits)
+            model.changed()
+            reason = deact.get_reason(model.snapshot(now)) if st.status == ACTIVE else None
+            if reason is not None:
+                pool.deactivate(model, reason, now=now)
+        self.emitter.emit(
+            EventType.REQUEST_SUCCESS,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=pool.name,
+            latency=latency,
+            tokens=usage.total_tokens,
+            cost=cost,
+        )
+        return usage, cost
+
+    def failed(
+        self,
+        pool: CapabilityPool,
+        model: Model,
+        err: BaseException,
+        latency: float,
+        tries: int,
+        *,
+        release: bool = True,
+    ) -> float:
+        """Record a failure and decide: a delay before retrying the same model (>= 0),
+        ``_FAILOVER`` or ``_RAISE``."""
+        kind = err.kind if isinstance(err, ProviderError) else ErrorKind.CONNECTION
+        self.emitter.emit(
+            EventType.REQUEST_FAILURE,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=pool.name,
+            kind=kind.value,
+            status_code=getattr(err, "status_code", None),
+            error=str(err),
+            latency=latency,
+            attempt=tries,
+        )
+        with self.lock:
+            if release:
+                model.in_flight -= 1
+            if kind in CALLER_KINDS:
+                return _RAISE
+            if kind is ErrorKind.CONTEXT_WINDOW:
+                return _FAILOVER
+            if kind is ErrorKind.AUTHENTICATION:
+                self._deactivate_provider(model.provider_id, pool)
+                return _FAILOVER
+            now = self.clock.time()
+            st = model.state
+            deact = pool.rotation_policy.deactivation
+            deact.policy.roll_periods(st, now)
+            if counts_against_model(err, deact.policy):
+                st.record_failure(err, now=now)
+            model.changed()
+            if st.status == ACTIVE:
+                reason = deact.get_reason(model.snapshot(now))
+                if reason is not None:
+                    pool.deactivate(model, reason, now=now)
+            if st.status != ACTIVE or kind not in (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR):
+                return _FAILOVER
+            retry = self.settings[pool.name].retry
+            if tries >= retry.max_attempts:
+                return _FAILOVER
+            retry_after = getattr(err, "retry_after", None)
+            if retry_after is not None:
+                return retry_after if retry_after <= retry.max_delay else _FAILOVER
+            delay = min(retry.max_delay, retry.initial_delay * 2 ** (tries - 1))
+            if retry.backoff == "exponential_jitter":
+                delay *= 0.5 + self._rng.random() / 2
+            return delay
+
+    def release(self, model: Model) -> None:
+        with self.lock:
+            model.in_flight -= 1
+
+    def _deactivate_provider(self, provider_id: str, pool: CapabilityPool) -> None:
+        """An authentication failure takes every model of the provider out of rotation."""
+        affected = []
+        for m in self.models.values():
+            if m.provider_id == provider_id and m.state.status == ACTIVE:
+                (m.pools[0] if m.pools else pool).deactivate(
+                    m, DeactivationReason.AUTHENTICATION_FAILED
+                )
+                affected.append(m.id)
+        self.emitter.emit(
+            EventType.PROVIDER_DEACTIVATED,
+            provider_id=provider_id,
+            pool_id=pool.name,
+            reason=DeactivationReason.AUTHENTICATION_FAILED.value,
+            models=affected,
+        )
+
+
+def _apply_rate_limits(model: Model, info: RateLimitInfo | None) -> None:
+    if info is None:
+        return
+    st = model.state
+    st.requests_limit = info.requests_limit
+    st.requests_remaining = info.requests_remaining
+    st.tokens_limit = info.tokens_limit
+    st.tokens_remaining = info.tokens_remaining
+    st.touch()
+    model.changed()
+
+
+class Flight:
+    """One request's journey through a pool. ``plan`` is the whole failover loop."""
+
+    def __init__(
+        self, router: Router, pool: CapabilityPool, request: CompletionRequest, *, stream: bool
+    ) -> None:
+        self.router = router
+        self.pool = pool
+        self.request = request
+        self.stream = stream
+        self.attempts: list[Attempt] = []
+
+    def plan(self) -> Generator[Effect, Outcome | None, Any]:
+        """Yield effects until a model answers. Returns ``(model, reply, latency)``."""
+        router, pool, request = self.router, self.pool, self.request
+        with router.lock:
+            pool.total_requests += 1
+        eligible = router.eligibility(pool, request)
+        exclude: set[str] = set()
+        last_error: BaseException | None = None
+        previous: Model | None = None
+        waited = 0.0
+        while True:
+            try:
+                model = router.choose(pool, request, exclude, eligible, len(self.attempts) + 1)
+            except NoAvailableModelError as exc:
+                if last_error is not None:
+                    raise self._exhausted(last_error) from last_error
+                delay = router.recovery_wait(pool, exc, waited)
+                if delay is None:
+                    router.emitter.emit(EventType.POOL_EXHAUSTED, pool_id=pool.name)
+                    raise
+                waited += delay
+                yield Sleep(delay)
+                continue
+            if previous is not None and previous is not model:
+                router.emitter.emit(
+                    EventType.MODEL_ROTATED,
+                    model_id=model.id,
+                    provider_id=model.provider_id,
+                    pool_id=pool.name,
+                    previous=previous.id,
+                    reason=type(last_error).__name__,
+                )
+            tries = 0
+            while True:
+                tries += 1
+                call = Call(
+                    router.providers[model.provider_id],
+                    model,
+                    request,
+                    router.timeouts[model.id],
+                    self.stream,
+                )
+                start = time.perf_counter()
+                try:
+                    outcome = yield call
+                except GeneratorExit:
+                    router.release(model)
+                    raise
+                latency = time.perf_counter() - start
+                err = outcome.error if outcome is not None else None
+                if err is None:
+                    self.attempts.append(Attempt(model.id, model.provider_id, "success", latency))
+                    return model, outcome.value, latency  # type: ignore[union-attr]
+                self._note(model, err, latency)
+                decision = router.failed(pool, model, err, latency, tries)
+                if decision == _RAISE:
+                    raise err
+                if decision >= 0:
+                    router.emitter.emit(
+                        EventType.RETRY_ATTEMPTED,
+                        model_id=model.id,
+                        provider_id=model.provider_id,
+                        pool_id=pool.name,
+                        delay=decision,
+                        attempt=tries + 1,
+                    )
+                    yield Sleep(decision)
+                    with router.lock:
+                        model.in_flight += 1
+                    continue
+                exclude.add(model.id)
+                if isinstance(err, ContextWindowExceededError) and model.context_window:
+                    exclude.update(
+                        m.id
+                        for m in pool.models
+                        if m.context_window is not None and m.context_window <= model.context_window
+                    )
+                last_error, previous = err, model
+                break
+
+    def _note(self, model: Model, err: BaseException, latency: float) -> None:
+        kind = err.kind.value if isinstance(err, ProviderError) else ErrorKind.CONNECTION.value
+        self.attempts.append(
+            Attempt(
+                model.id,
+                model.provider_id,
+                kind,
+                latency,
+                status_code=getattr(err, "status_code", None),
+                error=str(err)[:200],
+            )
+        )
+
+    def _exhausted(self, last_error: BaseException) -> Exception:
+        pool = self.pool
+        self.router.emitter.emit(
+            EventType.POOL_EXHAUSTED, pool_id=pool.name, attempts=len(self.attempts)
+        )
+        if isinstance(last_error, ContextWindowExceededError):
+            return last_error
+        tried = ", ".join(f"{a.model_id} ({a.outcome})" for a in self.attempts)
+        return AllProvidersExhaustedError(
+            f"every model of pool {pool.name!r} failed: {tried}; last error: {last_error}",
+            pool_name=pool.name,
+            attempts=list(self.attempts),
+            last_error=last_error,
+        )
+
+    def response(self, model: Model, reply: ProviderReply, latency: float) -> CompletionResponse:
+        """Record the success of a non-streaming answer and build the response."""
+        parsed = reply.response
+        usage, cost = self.router.succeeded(
+            self.pool, model, parsed.usage, latency, reply.rate_limits
+        )
+        return CompletionResponse(
+            id=parsed.id,
+            model=model.id,
+            provider=model.provider_id,
+            content=parsed.content,
+            tool_calls=parsed.tool_calls,
+            finish_reason=parsed.finish_reason,
+            usage=usage,
+            pool=self.pool.name,
+            provider_model=parsed.provider_model,
+            attempts=list(self.attempts),
+            cost=cost,
+            created=parsed.created,
+        )
+
+
+def stream_ended_early(model: Model) -> ProviderError:
+    return provider_error(ErrorKind.CONNECTION, f"stream from {model.id} ended before any token")

@@ -1,0 +1,155 @@
+"""A committed stream: relaying chunks after the first token, and accounting for them.
+
+Failover is transparent until the first token; after it the stream belongs to
+one model. :class:`StreamRelay` stamps each chunk with the model that answers,
+keeps the partial text, and at the end either records a success and yields a
+final chunk with usage, finish reason and attempts, or records the failure and
+raises :class:`~mesh_core.errors.StreamInterruptedError`. A stream that stops
+without a finish reason is never passed off as complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+
+from .errors import ErrorKind, ProviderError, StreamInterruptedError, provider_error
+from .events import EventType
+from .needs import estimate_tokens
+from .pool import Model
+from .providers.base import AsyncProviderStream, ProviderStream
+from .routing import Flight
+from .types import CompletionChunk, Usage
+
+__all__ = ["StreamRelay"]
+
+
+class StreamRelay:
+    def __init__(
+        self,
+        flight: Flight,
+        model: Model,
+        stream: ProviderStream | AsyncProviderStream,
+        head: list[CompletionChunk],
+    ) -> None:
+        self.flight = flight
+        self.model = model
+        self.stream = stream
+        self.head = head
+        self._start = time.perf_counter()
+        self._text: list[str] = []
+        self._usage: Usage | None = None
+        self._finish: str | None = None
+        self._settled = False
+
+    # --- the two drivers ---------------------------------------------------------
+    def __iter__(self) -> Iterator[CompletionChunk]:
+        stream = self.stream
+        assert isinstance(stream, ProviderStream)
+        try:
+            for chunk in self.head:
+                if (out := self._accept(chunk)) is not None:
+                    yield out
+            for chunk in stream:
+                if (out := self._accept(chunk)) is not None:
+                    yield out
+            yield self._finished()
+        except StreamInterruptedError:
+            raise
+        except ProviderError as err:
+            raise self._interrupted(err) from None
+        finally:
+            self._abandon()
+            stream.close()
+
+    async def __aiter__(self) -> AsyncIterator[CompletionChunk]:
+        stream = self.stream
+        assert isinstance(stream, AsyncProviderStream)
+        try:
+            for chunk in self.head:
+                if (out := self._accept(chunk)) is not None:
+                    yield out
+            async for chunk in stream:
+                if (out := self._accept(chunk)) is not None:
+                    yield out
+            yield self._finished()
+        except StreamInterruptedError:
+            raise
+        except ProviderError as err:
+            raise self._interrupted(err) from None
+        finally:
+            self._abandon()
+            await stream.aclose()
+
+    # --- accounting ----------------------------------------------------------------
+    def _accept(self, chunk: CompletionChunk) -> CompletionChunk | None:
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        if chunk.finish_reason is not None:
+            self._finish = chunk.finish_reason
+        if not chunk.has_token:
+            return None
+        if chunk.content:
+            self._text.append(chunk.content)
+        chunk.finish_reason = None
+        chunk.usage = None
+        chunk.model = self.model.id
+        chunk.provider = self.model.provider_id
+        chunk.pool = self.flight.pool.name
+        return chunk
+
+    def _finished(self) -> CompletionChunk:
+        if self._finish is None:
+            raise self._interrupted(
+                provider_error(ErrorKind.CONNECTION, "stream ended without a finish reason")
+            )
+        latency = time.perf_counter() - self._start
+        usage = self._usage or self._estimate()
+        self._settled = True
+        usage, cost = self.flight.router.succeeded(
+            self.flight.pool, self.model, usage, latency, self.stream.rate_limits
+        )
+        return CompletionChunk(
+            finish_reason=self._finish,
+            usage=usage,
+            model=self.model.id,
+            provider=self.model.provider_id,
+            pool=self.flight.pool.name,
+            attempts=list(self.flight.attempts),
+            cost=cost,
+        )
+
+    def _estimate(self) -> Usage:
+        prompt, _ = estimate_tokens(self.flight.request)
+        completion = max(1, len("".join(self._text)) // 4)
+        return Usage(prompt, completion, prompt + completion)
+
+    def _interrupted(self, err: ProviderError) -> StreamInterruptedError:
+        partial = "".join(self._text)
+        flight, model = self.flight, self.model
+        if not self._settled:
+            self._settled = True
+            latency = time.perf_counter() - self._start
+            flight.router.failed(flight.pool, model, err, latency, tries=10**6)
+        flight.router.emitter.emit(
+            EventType.STREAM_INTERRUPTED,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=flight.pool.name,
+            kind=err.kind.value,
+            partial_chars=len(partial),
+        )
+        return StreamInterruptedError(
+            f"stream from {model.id} broke after {len(partial)} characters: {err}",
+            partial_text=partial,
+            provider_id=model.provider_id,
+            model_id=model.id,
+            kind=err.kind,
+            status_code=err.status_code,
+        )
+
+    def _abandon(self) -> None:
+        """The consumer stopped early (or the stream ended): release the model once."""
+        if not self._settled:
+            self._settled = True
+            self.flight.router.release(self.model)

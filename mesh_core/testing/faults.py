@@ -1,0 +1,154 @@
+"""What a model of the fault-injecting server does with the next request.
+
+A :class:`Behaviour` is plain data (it crosses the HTTP control API as JSON);
+the functions below build the common ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+__all__ = [
+    "Behaviour",
+    "content_policy",
+    "context_length_exceeded",
+    "cut",
+    "error",
+    "malformed_event",
+    "no_done",
+    "ok",
+    "quota_exhausted",
+    "rate_limited",
+    "reply",
+    "reset",
+    "server_error",
+    "silent",
+    "slow_first_token",
+    "stall",
+    "tool_call",
+    "unauthorized",
+]
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    kind: str = "ok"
+    """``ok`` (answer), ``status`` (an HTTP error), ``reset`` (RST before headers), ``silent``."""
+    text: str | None = None
+    """Scripted reply; None: the default echo."""
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    status: int = 200
+    body: dict[str, Any] | None = None
+    retry_after: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    """Seconds before the headers (non-streaming: before the whole reply)."""
+    first_token_delay: float = 0.0
+    """Streaming: headers at once, then this wait before the first token."""
+    stall_after: int | None = None
+    stall_for: float = 0.0
+    cut_after: int | None = None
+    """Streaming: close the connection after this many content chunks (no finish, no [DONE])."""
+    malformed_after: int | None = None
+    omit_done: bool = False
+    chunk_delay: float = 0.0
+    """Streaming: pause between chunks."""
+
+    def with_headers(self, **headers: str) -> Behaviour:
+        """This behaviour with extra reply headers (``x_ratelimit_remaining_requests="3"``)."""
+        merged = {**self.headers, **{k.replace("_", "-"): str(v) for k, v in headers.items()}}
+        return replace(self, headers=merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tool_calls"] = list(self.tool_calls)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Behaviour:
+        data = dict(data)
+        data["tool_calls"] = tuple(data.get("tool_calls") or ())
+        return cls(**data)
+
+
+def ok(**kw: Any) -> Behaviour:
+    return Behaviour(**kw)
+
+
+def reply(text: str, **kw: Any) -> Behaviour:
+    return Behaviour(text=text, **kw)
+
+
+def tool_call(
+    name: str, arguments: dict[str, Any] | str, *, id: str | None = None, **kw: Any
+) -> Behaviour:
+    return Behaviour(tool_calls=({"name": name, "arguments": arguments, "id": id},), **kw)
+
+
+def error(
+    status: int,
+    message: str = "error",
+    *,
+    code: str | None = None,
+    retry_after: float | None = None,
+    **kw: Any,
+) -> Behaviour:
+    body = {"error": {"message": message, "type": code or "error", "code": code}}
+    return Behaviour(kind="status", status=status, body=body, retry_after=retry_after, **kw)
+
+
+def rate_limited(retry_after: float | None = None) -> Behaviour:
+    return error(429, "Rate limit reached", code="rate_limit_exceeded", retry_after=retry_after)
+
+
+def quota_exhausted() -> Behaviour:
+    return error(429, "You exceeded your current quota", code="insufficient_quota")
+
+
+def server_error(status: int = 500) -> Behaviour:
+    return error(status, "The server had an error", code="server_error")
+
+
+def unauthorized(status: int = 401) -> Behaviour:
+    return error(status, "Incorrect API key provided", code="invalid_api_key")
+
+
+def context_length_exceeded() -> Behaviour:
+    return error(
+        400, "This model's maximum context length is 4096 tokens", code="context_length_exceeded"
+    )
+
+
+def content_policy() -> Behaviour:
+    return error(
+        400, "Your request was rejected by the safety system", code="content_policy_violation"
+    )
+
+
+def reset() -> Behaviour:
+    return Behaviour(kind="reset")
+
+
+def silent() -> Behaviour:
+    return Behaviour(kind="silent")
+
+
+def slow_first_token(seconds: float, **kw: Any) -> Behaviour:
+    return Behaviour(first_token_delay=seconds, **kw)
+
+
+def stall(after: int, seconds: float, **kw: Any) -> Behaviour:
+    return Behaviour(stall_after=after, stall_for=seconds, **kw)
+
+
+def cut(after: int, **kw: Any) -> Behaviour:
+    return Behaviour(cut_after=after, **kw)
+
+
+def malformed_event(after: int = 1, **kw: Any) -> Behaviour:
+    return Behaviour(malformed_after=after, **kw)
+
+
+def no_done(**kw: Any) -> Behaviour:
+    return Behaviour(omit_done=True, **kw)

@@ -1,0 +1,528 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 that fails on command.
+
+It serves ``POST /v1/chat/completions`` (plain and streamed as server-sent
+events, with a usage chunk and ``[DONE]``) and ``GET /v1/models``. Each model
+name it is asked for can be told what to do with its next requests: answer,
+answer with a scripted reply or tool call, return any HTTP error, reset the
+connection, stay silent, delay the first token, stall, cut or corrupt a stream,
+omit ``[DONE]``, or send rate-limit headers. Every request is recorded.
+
+In-process::
+
+    with FaultServer() as server:
+        server.set("m1", faults.server_error(503))   # every request from now on
+        server.enqueue("m1", faults.reset())          # only the next request
+        base_url = server.base_url                    # http://127.0.0.1:PORT/v1
+
+Over HTTP (for a server started with ``python -m mesh_core.testing``):
+``POST /_control/behaviour`` with ``{"model": ..., "behaviour": {...}, "once": false}``,
+``POST /_control/reset``, ``GET /_control/requests``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .faults import Behaviour
+
+__all__ = ["FaultServer", "RecordedRequest"]
+
+_MAX_WAIT = 300.0
+
+
+@dataclass
+class RecordedRequest:
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    time: float
+    behaviour: str
+    """What the server did: ``ok``, ``status:503``, ``reset``, ``silent``, ``cut``..."""
+    authorization: str | None = None
+
+
+@dataclass
+class _RateLimit:
+    limit: int
+    window: float
+    used: deque[float] = field(default_factory=deque)
+
+
+def _echo(model: str, messages: list[dict[str, Any]]) -> str:
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    said = last.get("content") if last else ""
+    if isinstance(said, list):
+        said = " ".join(str(p.get("text", "")) for p in said if isinstance(p, dict))
+    said = str(said or "")
+    return f"Hello from {model}. You said: {said[:200]}"
+
+
+def _words(text: str) -> list[str]:
+    parts, current = [], ""
+    for ch in text:
+        if ch == " " and current:
+            parts.append(current)
+            current = ""
+        current += ch
+    if current:
+        parts.append(current)
+    return parts or [""]
+
+
+class FaultServer:
+    """The server. ``start()``/``stop()`` or use it as a context manager."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None
+    ) -> None:
+        self._host, self._port = host, port
+        self.api_key = api_key
+        self._lock = threading.Lock()
+        self._default: dict[str, Behaviour] = {}
+        self._queue: dict[str, deque[Behaviour]] = defaultdict(deque)
+        self._limits: dict[str, _RateLimit] = {}
+        self.requests: list[RecordedRequest] = []
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
+
+    # --- lifecycle ------------------------------------------------------------
+    def start(self) -> FaultServer:
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        self._stopping.clear()
+        self._httpd = _QuietServer((self._host, self._port), Handler)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fault-server",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "the server is not running"
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL (``http://127.0.0.1:PORT/v1``)."""
+        return f"http://{self._host}:{self.port}/v1"
+
+    # --- control ----------------------------------------------------------------
+    def set(self, model: str, behaviour: Behaviour) -> None:
+        """What ``model`` does with every request from now on (until changed)."""
+        with self._lock:
+            self._default[model] = behaviour
+
+    def enqueue(self, model: str, *behaviours: Behaviour) -> None:
+        """What ``model`` does with its next requests, one behaviour each, before its default."""
+        with self._lock:
+            self._queue[model].extend(behaviours)
+
+    def rate_limit(self, model: str, limit: int, window: float = 60.0) -> None:
+        """Simulate a request rate limit: ``x-ratelimit-*`` headers on every reply, 429 past it."""
+        with self._lock:
+            self._limits[model] = _RateLimit(limit, window)
+
+    def reset(self) -> None:
+        """Forget every behaviour, rate limit and recorded request."""
+        with self._lock:
+            self._default.clear()
+            self._queue.clear()
+            self._limits.clear()
+            self.requests.clear()
+
+    def requests_for(self, model: str) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.model == model]
+
+    def count(self, model: str | None = None, behaviour: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1
+                for r in self.requests
+                if (model is None or r.model == model)
+                and (behaviour is None or r.behaviour == behaviour)
+            )
+
+    # --- decisions (called by the handler) ------------------------------------------
+    def _next(self, model: str) -> tuple[Behaviour, dict[str, str]]:
+        """The behaviour for one request, and rate-limit headers to send with it."""
+        with self._lock:
+            queue = self._queue.get(model)
+            behaviour = queue.popleft() if queue else self._default.get(model, Behaviour())
+            limit = self._limits.get(model)
+            if limit is None:
+                return behaviour, {}
+            now = time.monotonic()
+            while limit.used and limit.used[0] <= now - limit.window:
+                limit.used.popleft()
+            if len(limit.used) >= limit.limit and behaviour.kind == "ok":
+                reset_in = limit.window - (now - limit.used[0])
+                behaviour = Behaviour(
+                    kind="status",
+                    status=429,
+                    retry_after=round(reset_in, 3),
+                    body={
+                        "error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}
+                    },
+                )
+            else:
+                limit.used.append(now)
+            headers = {
+                "x-ratelimit-limit-requests": str(limit.limit),
+                "x-ratelimit-remaining-requests": str(max(0, limit.limit - len(limit.used))),
+                "x-ratelimit-reset-requests": f"{limit.window:g}s",
+            }
+            return behaviour, headers
+
+    def _record(self, rec: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+    def _wait(self, seconds: float) -> None:
+        self._stopping.wait(min(seconds, _MAX_WAIT))
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Broken connections are this server's trade: do not print them."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FaultServer
+    protocol_version = "HTTP/1.1"
+    timeout = 60
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.owner._lock:
+            self.owner._conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.owner._lock:
+            self.owner._conns.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    # --- plumbing ----------------------------------------------------------------------
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            return None
+
+    def _reset(self) -> None:
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+    # --- routes --------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":
+            with self.owner._lock:
+                names = sorted(set(self.owner._default) | set(self.owner._queue))
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": n, "object": "model", "owned_by": "fault-server"} for n in names
+                    ],
+                },
+            )
+        elif self.path.startswith("/_control/requests"):
+            with self.owner._lock:
+                recs = [r.__dict__ | {"authorization": None} for r in self.owner.requests]
+            self._json(200, recs)
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:
+        body = self._body()
+        path = self.path.rstrip("/")
+        if path == "/_control/behaviour":
+            self._control(body)
+        elif path == "/_control/reset":
+            self.owner.reset()
+            self._json(200, {"ok": True})
+        elif path in ("/v1/chat/completions", "/chat/completions"):
+            self._completion(body)
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+    def _control(self, body: Any) -> None:
+        try:
+            behaviour = Behaviour.from_dict(body.get("behaviour") or {})
+            model = str(body["model"])
+        except (AttributeError, KeyError, TypeError) as exc:
+            self._json(400, {"error": {"message": f"bad control request: {exc}"}})
+            return
+        if body.get("once"):
+            self.owner.enqueue(model, behaviour)
+        else:
+            self.owner.set(model, behaviour)
+        self._json(200, {"ok": True})
+
+    def _completion(self, body: Any) -> None:
+        owner = self.owner
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            self._json(
+                400,
+                {
+                    "error": {
+                        "message": "body must be JSON with a 'messages' list",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
+            return
+        model = str(body.get("model") or "")
+        stream = bool(body.get("stream"))
+        auth = self.headers.get("authorization")
+        rec = RecordedRequest(model, body, stream, time.time(), "ok", auth)
+        if owner.api_key is not None and auth != f"Bearer {owner.api_key}":
+            rec.behaviour = "status:401"
+            owner._record(rec)
+            self._json(
+                401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}
+            )
+            return
+        behaviour, rl_headers = owner._next(model)
+        headers = {**rl_headers, **behaviour.headers}
+        if behaviour.delay:
+            owner._wait(behaviour.delay)
+        if behaviour.kind == "reset":
+            rec.behaviour = "reset"
+            owner._record(rec)
+            self._reset()
+            return
+        if behaviour.kind == "silent":
+            rec.behaviour = "silent"
+            owner._record(rec)
+            owner._wait(_MAX_WAIT)
+            self.close_connection = True
+            return
+        if behaviour.kind == "status":
+            rec.behaviour = f"status:{behaviour.status}"
+            owner._record(rec)
+            if behaviour.retry_after is not None:
+                headers["retry-after"] = f"{behaviour.retry_after:g}"
+            self._json(behaviour.status, behaviour.body or {"error": {"message": "error"}}, headers)
+            return
+        text = behaviour.text if behaviour.text is not None else _echo(model, body["messages"])
+        if behaviour.tool_calls:
+            text = behaviour.text or ""
+        prompt_tokens = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 1
+        if stream:
+            rec.behaviour = self._stream(model, body, behaviour, text, prompt_tokens, headers)
+        else:
+            self._plain(model, behaviour, text, prompt_tokens, headers)
+        owner._record(rec)
+
+    # --- answers -------------------------------------------------------------------------
+    @staticmethod
+    def _tool_calls(behaviour: Behaviour) -> list[dict[str, Any]]:
+        calls = []
+        for i, tc in enumerate(behaviour.tool_calls):
+            args = tc.get("arguments", {})
+            calls.append(
+                {
+                    "id": tc.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+                    "type": "function",
+                    "function": {
+                        "name": tc["name"],
+                        "arguments": args if isinstance(args, str) else json.dumps(args),
+                    },
+                    "index": i,
+                }
+            )
+        return calls
+
+    def _plain(
+        self,
+        model: str,
+        behaviour: Behaviour,
+        text: str,
+        prompt_tokens: int,
+        headers: dict[str, str],
+    ) -> None:
+        calls = self._tool_calls(behaviour)
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls:
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
+        completion = len(_words(text)) if text else 1
+        self._json(
+            200,
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if calls else "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt_tokens + completion,
+                },
+            },
+            headers,
+        )
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _event(self, payload: Any) -> None:
+        self._write_chunk(f"data: {json.dumps(payload)}\n\n".encode())
+
+    def _stream(
+        self,
+        model: str,
+        body: dict[str, Any],
+        b: Behaviour,
+        text: str,
+        prompt_tokens: int,
+        headers: dict[str, str],
+    ) -> str:
+        owner = self.owner
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.flush()
+        cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
+        base = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+        def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return base | {"choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
+
+        self._event(delta({"role": "assistant", "content": ""}))
+        if b.first_token_delay:
+            owner._wait(b.first_token_delay)
+        pieces: list[dict[str, Any]] = [{"content": w} for w in _words(text)] if text else []
+        for call in self._tool_calls(b):
+            args = call["function"]["arguments"]
+            half = len(args) // 2
+            pieces.append(
+                {
+                    "tool_calls": [
+                        {
+                            "index": call["index"],
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {
+                                "name": call["function"]["name"],
+                                "arguments": args[:half],
+                            },
+                        }
+                    ]
+                }
+            )
+            pieces.append(
+                {"tool_calls": [{"index": call["index"], "function": {"arguments": args[half:]}}]}
+            )
+        try:
+            for i, piece in enumerate(pieces):
+                if b.cut_after is not None and i >= b.cut_after:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return "cut"
+                if b.stall_after is not None and i == b.stall_after:
+                    owner._wait(b.stall_for)
+                if b.malformed_after is not None and i == b.malformed_after:
+                    self._write_chunk(b"data: {not json\n\n")
+                if b.chunk_delay:
+                    owner._wait(b.chunk_delay)
+                self._event(delta(piece))
+            finish = "tool_calls" if b.tool_calls else "stop"
+            self._event(delta({}, finish))
+            opts = body.get("stream_options") or {}
+            if opts.get("include_usage"):
+                completion = max(1, len(pieces))
+                self._event(
+                    base
+                    | {
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": completion,
+                            "total_tokens": prompt_tokens + completion,
+                        },
+                    }
+                )
+            if not b.omit_done:
+                self._write_chunk(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+            return "client-gone"
+        return "no-done" if b.omit_done else "ok"
