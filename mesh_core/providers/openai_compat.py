@@ -136,8 +136,9 @@ class OpenAICompatibleProvider:
 
     @staticmethod
     def _httpx_timeout(timeouts: Timeouts, read: float) -> httpx.Timeout:
+        # Waiting for a free pooled connection is our own queue, not the provider's fault.
         return httpx.Timeout(
-            connect=timeouts.connect, read=read, write=timeouts.connect, pool=timeouts.connect
+            connect=timeouts.connect, read=read, write=timeouts.connect, pool=timeouts.total
         )
 
     def _reply(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderReply:

@@ -223,6 +223,7 @@ class FaultServer:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Broken connections are this server's trade: do not print them."""
@@ -368,11 +369,11 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour.tool_calls:
             text = behaviour.text or ""
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 1
+        owner._record(rec)  # before replying: a fast client must find it counted
         if stream:
-            rec.behaviour = self._stream(model, body, behaviour, text, prompt_tokens, headers)
+            self._stream(rec, body, behaviour, text, prompt_tokens, headers)
         else:
             self._plain(model, behaviour, text, prompt_tokens, headers)
-        owner._record(rec)
 
     # --- answers -------------------------------------------------------------------------
     @staticmethod
@@ -438,13 +439,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(
         self,
-        model: str,
+        rec: RecordedRequest,
         body: dict[str, Any],
         b: Behaviour,
         text: str,
         prompt_tokens: int,
         headers: dict[str, str],
-    ) -> str:
+    ) -> None:
+        """Stream the answer; ``rec.behaviour`` says how it ended (set before the last bytes)."""
+        model = rec.model
         owner = self.owner
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -492,9 +495,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for i, piece in enumerate(pieces):
                 if b.cut_after is not None and i >= b.cut_after:
+                    rec.behaviour = "cut"
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
-                    return "cut"
+                    return
                 if b.stall_after is not None and i == b.stall_after:
                     owner._wait(b.stall_for)
                 if b.malformed_after is not None and i == b.malformed_after:
@@ -518,11 +522,11 @@ class _Handler(BaseHTTPRequestHandler):
                         },
                     }
                 )
+            rec.behaviour = "no-done" if b.omit_done else "ok"
             if not b.omit_done:
                 self._write_chunk(b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except OSError:
             self.close_connection = True
-            return "client-gone"
-        return "no-done" if b.omit_done else "ok"
+            rec.behaviour = "client-gone"
