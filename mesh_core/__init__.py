@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # facade
     "Mesh": "mesh",
+    "shared_mesh": "shared",
     # configuration
     "MeshConfig": "config",
     "load_config": "config",

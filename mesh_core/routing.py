@@ -224,6 +224,7 @@ class Router:
         latency: float,
         tries: int,
         *,
+        max_attempts: int | None = None,
         release: bool = True,
     ) -> float:
         """Record a failure and decide: a delay before retrying the same model (>= 0),
@@ -264,7 +265,7 @@ class Router:
             if st.status != ACTIVE or kind not in (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR):
                 return _FAILOVER
             retry = self.settings[pool.name].retry
-            if tries >= retry.max_attempts:
+            if tries >= (max_attempts or retry.max_attempts):
                 return _FAILOVER
             retry_after = getattr(err, "retry_after", None)
             if retry_after is not None:
@@ -326,6 +327,7 @@ class Flight:
         with router.lock:
             pool.total_requests += 1
         eligible = router.eligibility(pool, request)
+        max_attempts = None if request.max_retries is None else request.max_retries + 1
         exclude: set[str] = set()
         last_error: BaseException | None = None
         previous: Model | None = None
@@ -359,7 +361,7 @@ class Flight:
                     router.providers[model.provider_id],
                     model,
                     request,
-                    router.timeouts[model.id],
+                    self._timeouts(model),
                     self.stream,
                 )
                 start = time.perf_counter()
@@ -374,7 +376,9 @@ class Flight:
                     self.attempts.append(Attempt(model.id, model.provider_id, "success", latency))
                     return model, outcome.value, latency  # type: ignore[union-attr]
                 self._note(model, err, latency)
-                decision = router.failed(pool, model, err, latency, tries)
+                decision = router.failed(
+                    pool, model, err, latency, tries, max_attempts=max_attempts
+                )
                 if decision == _RAISE:
                     raise err
                 if decision >= 0:
@@ -399,6 +403,18 @@ class Flight:
                     )
                 last_error, previous = err, model
                 break
+
+    def _timeouts(self, model: Model) -> Timeouts:
+        timeouts = self.router.timeouts[model.id]
+        cap = self.request.timeout
+        if cap is None:
+            return timeouts
+        return Timeouts(
+            *(
+                min(t, cap)
+                for t in (timeouts.connect, timeouts.first_token, timeouts.stall, timeouts.total)
+            )
+        )
 
     def _note(self, model: Model, err: BaseException, latency: float) -> None:
         kind = err.kind.value if isinstance(err, ProviderError) else ErrorKind.CONNECTION.value

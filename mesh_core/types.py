@@ -33,6 +33,10 @@ class CompletionRequest:
     seed: int | None = None
     session_id: str | None = None
     pinned_model: str | None = None
+    timeout: float | None = None
+    """Caps every timeout of each attempt (seconds)."""
+    max_retries: int | None = None
+    """Retries on the same model for transient errors (overrides the pool's ``retry``)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

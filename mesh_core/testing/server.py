@@ -29,11 +29,12 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .faults import Behaviour
+from .responder import scripted_answer
 
 __all__ = ["FaultServer", "RecordedRequest"]
 
@@ -56,15 +57,6 @@ class _RateLimit:
     limit: int
     window: float
     used: deque[float] = field(default_factory=deque)
-
-
-def _echo(model: str, messages: list[dict[str, Any]]) -> str:
-    last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
-    said = last.get("content") if last else ""
-    if isinstance(said, list):
-        said = " ".join(str(p.get("text", "")) for p in said if isinstance(p, dict))
-    said = str(said or "")
-    return f"Hello from {model}. You said: {said[:200]}"
 
 
 def _words(text: str) -> list[str]:
@@ -365,9 +357,10 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["retry-after"] = f"{behaviour.retry_after:g}"
             self._json(behaviour.status, behaviour.body or {"error": {"message": "error"}}, headers)
             return
-        text = behaviour.text if behaviour.text is not None else _echo(model, body["messages"])
-        if behaviour.tool_calls:
-            text = behaviour.text or ""
+        if behaviour.text is None and not behaviour.tool_calls:
+            text, calls = scripted_answer(model, body)
+            behaviour = replace(behaviour, text=text, tool_calls=tuple(calls))
+        text = behaviour.text or ""
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 1
         owner._record(rec)  # before replying: a fast client must find it counted
         if stream:

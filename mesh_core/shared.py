@@ -1,0 +1,68 @@
+"""One Mesh per configuration per process, shared by every adapter instance.
+
+``MeshChatModel(pool="a")`` and ``MeshLLM(pool="b")`` built from the same file (or
+an equal dict) route through the same Mesh, so they see one state: a model one of
+them put in standby is in standby for the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+from .mesh import Mesh
+
+__all__ = ["DEFAULT_CONFIG_PATH", "ENV_VAR", "forget_shared_meshes", "shared_mesh"]
+
+ENV_VAR = "MODELMESH_CONFIG"
+DEFAULT_CONFIG_PATH = "modelmesh.yaml"
+
+_LOCK = threading.Lock()
+_MESHES: dict[tuple[str, str], Mesh] = {}
+
+
+def _key(config: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[str, str]:
+    if isinstance(config, Mapping):
+        return "dict", json.dumps(config, sort_keys=True, default=str)
+    return "path", str(Path(config).resolve())
+
+
+def shared_mesh(config: str | os.PathLike[str] | Mapping[str, Any] | Mesh | None = None) -> Mesh:
+    """The process-wide Mesh for ``config`` (a path, a dict, or a Mesh used as is).
+
+    With no ``config``: the file named by ``$MODELMESH_CONFIG``, else ``./modelmesh.yaml``.
+    """
+    if isinstance(config, Mesh):
+        return config
+    if config is None:
+        config = os.environ.get(ENV_VAR) or DEFAULT_CONFIG_PATH
+        if not Path(config).exists():
+            raise ConfigurationError(
+                [
+                    (
+                        "",
+                        f"no configuration: pass config=..., set {ENV_VAR}, "
+                        f"or create ./{DEFAULT_CONFIG_PATH} (looked for {config})",
+                    )
+                ]
+            )
+    key = _key(config)
+    with _LOCK:
+        mesh = _MESHES.get(key)
+        if mesh is None:
+            mesh = _MESHES[key] = Mesh.from_config(config)
+        return mesh
+
+
+def forget_shared_meshes() -> None:
+    """Close and forget every shared Mesh (for tests, or after editing a config file)."""
+    with _LOCK:
+        meshes = list(_MESHES.values())
+        _MESHES.clear()
+    for mesh in meshes:
+        mesh.close()
