@@ -1,1 +1,7 @@
-"""LlamaIndex adapter for ModelMesh Lite (``MeshLLM``)."""
+"""LlamaIndex adapter for ModelMesh Lite: ``MeshLLM(pool="reasoning")``."""
+
+from __future__ import annotations
+
+from .llms import MeshLLM
+
+__all__ = ["MeshLLM"]
