@@ -175,7 +175,19 @@ class PoolConfig(_Section):
 
 
 class StorageConfig(_Section):
-    backend: Literal["memory"] = "memory"
+    backend: Literal["memory", "json", "sqlite", "redis"] = "memory"
+    path: str | None = None
+    """JSON file or SQLite database (default ``modelmesh-state.json`` / ``.db``)."""
+    url: SecretStr | None = None
+    """Redis URL (default ``redis://127.0.0.1:6379/0``); may hold a password."""
+    key_prefix: str = "modelmesh:"
+    sync_policy: Literal["write_through", "periodic"] = "write_through"
+    sync_interval: Duration = 5.0
+    """``periodic``: the longest time between two saves (and on close)."""
+    refresh_interval: Duration = 1.0
+    """Shared stores: how often to pick up other processes' status changes."""
+    on_corrupt: Literal["error", "fresh"] = "error"
+    """An unreadable state: raise, or move it aside, log a warning and start fresh."""
 
 
 class ObservabilityConfig(_Section):

@@ -20,10 +20,12 @@ from .config import MeshConfig, load_config
 from .errors import ModelMeshError, ProviderError, UnknownPoolError
 from .evaluators import DeactivationReason
 from .events import EventEmitter, EventHandler, EventType
+from .persistence import StateKeeper
 from .pool import CapabilityPool, Model
 from .providers import Provider, Timeouts, create_provider
 from .routing import Call, Flight, Outcome, PoolSettings, Router, Sleep, stream_ended_early
 from .state import ModelSnapshot
+from .stores import open_store
 from .streaming import StreamRelay
 from .types import CompletionChunk, CompletionRequest, CompletionResponse
 
@@ -90,6 +92,22 @@ class Mesh:
             clock=self.clock,
             lock=self._lock,
         )
+        storage = config.storage
+        self._keeper = StateKeeper(
+            open_store(storage),
+            models=self.models,
+            pools=self.pools,
+            lock=self._lock,
+            clock=self.clock,
+            emitter=self.events,
+            sync_policy=storage.sync_policy,
+            sync_interval=storage.sync_interval,
+            refresh_interval=storage.refresh_interval,
+            on_corrupt=storage.on_corrupt,
+        )
+        self._keeper.restore()
+        self._router.keeper = self._keeper
+        self._closed = False
 
     @classmethod
     def from_config(
@@ -217,14 +235,24 @@ class Mesh:
         async for chunk in StreamRelay(flight, model, pstream, head):
             yield chunk
 
-    # --- shutdown -------------------------------------------------------------------
+    # --- state and shutdown -------------------------------------------------------
+    def save_state(self) -> None:
+        """Save the state to the configured store now (``storage.sync_policy`` aside)."""
+        self._keeper.flush()
+
     def close(self) -> None:
-        """Close every provider's sync connection pool."""
+        """Save the state, close the store and every provider's sync connection pool."""
+        if not self._closed:
+            self._closed = True
+            self._keeper.close()
         for provider in self.providers.values():
             provider.close()
 
     async def aclose(self) -> None:
-        """Close every provider's connection pools (this loop's async ones too)."""
+        """Like :meth:`close`, and this event loop's async connection pools too."""
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._keeper.close)
         for provider in self.providers.values():
             await provider.aclose()
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock
 from .config import RetryConfig
@@ -37,6 +37,9 @@ from .providers.base import Provider, ProviderReply, Timeouts
 from .providers.wire import RateLimitInfo
 from .state import ACTIVE
 from .types import Attempt, CompletionRequest, CompletionResponse, Usage
+
+if TYPE_CHECKING:
+    from .persistence import StateKeeper
 
 __all__ = ["Call", "Flight", "Outcome", "PoolSettings", "Router", "Sleep"]
 
@@ -101,6 +104,7 @@ class Router:
         self.emitter = emitter
         self.clock = clock
         self.lock = lock
+        self.keeper: StateKeeper | None = None
         self._rng = random.Random()
 
     # --- selection ------------------------------------------------------------
@@ -152,9 +156,24 @@ class Router:
         eligible: Callable[[Model], str | None] | None,
         attempt: int,
     ) -> Model:
-        with self.lock:
-            model, result = pool.choose(request, exclude=exclude, eligible=eligible)
-            model.in_flight += 1
+        keeper = self.keeper
+        limited = keeper is not None and keeper.shared and _has_limits(pool)
+        while True:
+            with self.lock:
+                model, result = pool.choose(request, exclude=exclude, eligible=eligible)
+                model.in_flight += 1
+            if not limited:
+                break
+            # Shared limits: check the counters of every process before spending more.
+            keeper.sync_usage(model)  # type: ignore[union-attr]
+            with self.lock:
+                reason = pool.rotation_policy.deactivation.get_reason(
+                    model.snapshot(self.clock.time())
+                )
+                if reason is None:
+                    break
+                model.in_flight -= 1
+                pool.deactivate(model, reason)
         self.emitter.emit(
             EventType.REQUEST_ROUTED,
             model_id=model.id,
@@ -189,6 +208,8 @@ class Router:
         """Record a success; returns the usage counted (estimated if unreported) and its cost."""
         usage = usage or Usage()
         cost = model.cost(usage)
+        keeper = self.keeper
+        shared = keeper.add_usage(model, pool, usage.total_tokens, cost) if keeper else None
         with self.lock:
             if release:
                 model.in_flight -= 1
@@ -200,11 +221,16 @@ class Router:
             if st.probation:
                 st.probation = False
                 st.strikes = 0
+            if shared is not None:  # the totals of every process sharing the store
+                st.quota_used, st.tokens_used = shared.requests, shared.tokens
+                st.cost_accumulated = shared.cost
             _apply_rate_limits(model, rate_limits)
             model.changed()
             reason = deact.get_reason(model.snapshot(now)) if st.status == ACTIVE else None
             if reason is not None:
                 pool.deactivate(model, reason, now=now)
+        if keeper is not None:
+            keeper.touched(model, pool)
         self.emitter.emit(
             EventType.REQUEST_SUCCESS,
             model_id=model.id,
@@ -241,6 +267,21 @@ class Router:
             latency=latency,
             attempt=tries,
         )
+        decision = self._decide(pool, model, err, kind, tries, max_attempts, release)
+        if self.keeper is not None and decision != _RAISE:
+            self.keeper.touched(model, pool)
+        return decision
+
+    def _decide(
+        self,
+        pool: CapabilityPool,
+        model: Model,
+        err: BaseException,
+        kind: ErrorKind,
+        tries: int,
+        max_attempts: int | None,
+        release: bool,
+    ) -> float:
         with self.lock:
             if release:
                 model.in_flight -= 1
@@ -297,6 +338,11 @@ class Router:
         )
 
 
+def _has_limits(pool: CapabilityPool) -> bool:
+    p = pool.rotation_policy.deactivation.policy
+    return p.request_limit is not None or p.token_limit is not None or p.budget_limit is not None
+
+
 def _apply_rate_limits(model: Model, info: RateLimitInfo | None) -> None:
     if info is None:
         return
@@ -324,6 +370,8 @@ class Flight:
     def plan(self) -> Generator[Effect, Outcome | None, Any]:
         """Yield effects until a model answers. Returns ``(model, reply, latency)``."""
         router, pool, request = self.router, self.pool, self.request
+        if router.keeper is not None:
+            router.keeper.refresh()
         with router.lock:
             pool.total_requests += 1
         eligible = router.eligibility(pool, request)

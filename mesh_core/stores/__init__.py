@@ -1,0 +1,74 @@
+"""State persistence: memory, JSON file, SQLite, Redis."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import PersistedState, StateStore, StateStoreError, Usage
+from .memory import MemoryStore
+
+__all__ = [
+    "MemoryStore",
+    "PersistedState",
+    "StateStore",
+    "StateStoreError",
+    "Usage",
+    "create_store",
+    "open_store",
+    "quarantine",
+]
+
+logger = logging.getLogger("modelmesh")
+
+
+def quarantine(path: str | os.PathLike[str]) -> str | None:
+    """Move an unreadable state file (and SQLite's -wal/-shm) aside; returns the new name."""
+    if not Path(path).exists():
+        return None
+    aside = f"{path}.corrupt-{int(time.time())}"
+    os.replace(path, aside)
+    for suffix in ("-wal", "-shm"):
+        if Path(f"{path}{suffix}").exists():
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
+
+
+def open_store(config: Any) -> StateStore:
+    """:func:`create_store`, honouring ``on_corrupt: fresh`` for an unreadable file."""
+    try:
+        return create_store(config)
+    except StateStoreError as exc:
+        if config.on_corrupt != "fresh" or config.backend not in ("json", "sqlite"):
+            raise
+        aside = quarantine(exc.details["where"])
+        logger.warning(
+            "%s; starting with fresh state (the unreadable state was kept as %s)",
+            exc.message,
+            aside,
+        )
+        return create_store(config)
+
+
+def create_store(config: Any) -> StateStore:
+    """The store a ``storage`` configuration section describes (imports only what it needs)."""
+    backend = config.backend
+    if backend == "memory":
+        return MemoryStore()
+    if backend == "json":
+        from .jsonfile import JsonFileStore
+
+        return JsonFileStore(config.path or "modelmesh-state.json")
+    if backend == "sqlite":
+        from .sqlite import SqliteStore
+
+        return SqliteStore(config.path or "modelmesh-state.db")
+    if backend == "redis":
+        from .redis import RedisStore
+
+        url = config.url.get_secret_value() if config.url else "redis://127.0.0.1:6379/0"
+        return RedisStore(url, key_prefix=config.key_prefix)
+    raise ValueError(f"unknown storage backend {backend!r}")

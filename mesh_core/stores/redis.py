@@ -1,0 +1,153 @@
+"""Redis: one view of the state for several processes or hosts.
+
+Counters are updated on the server (``HINCRBY`` / ``HINCRBYFLOAT`` in one
+``MULTI``), so there is no read-modify-write race. Each counter hash is keyed by
+its period and expires some time after the period ends. A status change bumps a
+global sequence and lands in a sorted set, which every instance polls by score;
+a standby with a recovery time also sets a cooldown key that expires on the
+server at that time. Needs the ``redis`` package (``pip install "modelmesh-lite[redis]"``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .base import PersistedState, StateStore, StateStoreError, Usage
+
+__all__ = ["RedisStore"]
+
+_KEEP_AFTER_PERIOD = 40 * 86400  # counters outlive their period by this much (seconds)
+
+
+class RedisStore(StateStore):
+    shared = True
+    name = "redis"
+
+    def __init__(self, url: str, *, key_prefix: str = "modelmesh:") -> None:
+        try:
+            import redis
+        except ImportError:  # pragma: no cover - depends on the extra
+            raise StateStoreError(
+                "the redis store needs the 'redis' package: pip install \"modelmesh-lite[redis]\"",
+                details={"where": "storage.url"},
+            ) from None
+        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+        self._p = key_prefix
+        self._where = _safe_url(url)
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:
+            raise StateStoreError(
+                f"{self._where}: cannot reach Redis ({exc})", details={"where": self._where}
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._where!r}, key_prefix={self._p!r})"
+
+    def _k(self, *parts: object) -> str:
+        return self._p + ":".join(str(p) for p in parts)
+
+    # --- snapshot ---------------------------------------------------------------
+    def load(self) -> PersistedState | None:
+        try:
+            models = self._redis.hgetall(self._k("models"))
+            pools = self._redis.hgetall(self._k("pools"))
+            if not models and not pools:
+                return None
+            return PersistedState(
+                models={mid: json.loads(v) for mid, v in models.items()},
+                pools={pid: json.loads(v) for pid, v in pools.items()},
+            )
+        except ValueError as exc:
+            raise StateStoreError(
+                f"{self._where}: stored state is not JSON ({exc})", details={"where": self._where}
+            ) from None
+
+    def save(self, state: PersistedState) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        if state.models:
+            pipe.hset(
+                self._k("models"), mapping={m: json.dumps(d) for m, d in state.models.items()}
+            )
+        if state.pools:
+            pipe.hset(self._k("pools"), mapping={p: json.dumps(d) for p, d in state.pools.items()})
+        pipe.execute()
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # --- shared -------------------------------------------------------------------
+    def add_usage(
+        self,
+        model_id: str,
+        quota_period: float,
+        budget_period: float,
+        requests: int,
+        tokens: int,
+        cost: float,
+    ) -> Usage:
+        qk = self._k("usage", model_id, "quota", int(quota_period))
+        bk = self._k("usage", model_id, "budget", int(budget_period))
+        expire = int(time.time()) + _KEEP_AFTER_PERIOD
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hincrby(qk, "requests", requests)
+        pipe.hincrby(qk, "tokens", tokens)
+        pipe.hincrbyfloat(bk, "cost", cost)
+        pipe.expireat(qk, expire)
+        pipe.expireat(bk, expire)
+        n_requests, n_tokens, spent, *_ = pipe.execute()
+        return Usage(int(n_requests), int(n_tokens), float(spent))
+
+    def get_usage(self, model_id: str, quota_period: float, budget_period: float) -> Usage:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self._k("usage", model_id, "quota", int(quota_period)), "requests", "tokens")
+        pipe.hget(self._k("usage", model_id, "budget", int(budget_period)), "cost")
+        (requests, tokens), cost = pipe.execute()
+        return Usage(int(requests or 0), int(tokens or 0), float(cost or 0.0))
+
+    def publish_status(self, model_id: str, status: dict[str, Any]) -> int:
+        seq = int(self._redis.incr(self._k("seq")))
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self._k("status"), model_id, json.dumps(status | {"seq": seq}))
+        pipe.zadd(self._k("status_seq"), {model_id: seq})
+        cooldown = self._k("cooldown", model_id)
+        recover_at = status.get("recover_at")
+        if status.get("status") == "standby" and recover_at:
+            pipe.set(
+                cooldown,
+                status.get("deactivation_reason") or "standby",
+                pxat=max(int(recover_at * 1000), int(time.time() * 1000) + 1),
+            )
+        else:
+            pipe.delete(cooldown)
+        pipe.execute()
+        return seq
+
+    def statuses_since(self, seq: int) -> list[tuple[str, dict[str, Any], int]]:
+        changed = self._redis.zrangebyscore(
+            self._k("status_seq"), f"({seq}", "+inf", withscores=True
+        )
+        if not changed:
+            return []
+        raw = self._redis.hmget(self._k("status"), [m for m, _ in changed])
+        out = []
+        for (mid, _score), data in zip(changed, raw):
+            if data:
+                status = json.loads(data)
+                out.append((mid, status, int(status.pop("seq", _score))))
+        return sorted(out, key=lambda row: row[2])
+
+    def cooldown_remaining(self, model_id: str) -> float:
+        """Seconds until the server-side cooldown of ``model_id`` expires (0: none)."""
+        ms = self._redis.pttl(self._k("cooldown", model_id))
+        return max(0.0, ms / 1000.0) if ms and ms > 0 else 0.0
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password (it never goes into a message)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
