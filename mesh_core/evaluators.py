@@ -174,6 +174,8 @@ def counts_against_model(error: BaseException, policy: DeactivationPolicy) -> bo
     """
     if not isinstance(error, ProviderError):
         return True
+    if error.details.get("local"):  # e.g. our own connection pool was exhausted
+        return False
     kind = error.kind
     if kind in (ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.MALFORMED_RESPONSE):
         return True

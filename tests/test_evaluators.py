@@ -138,6 +138,8 @@ def test_which_failures_count():
     assert counts_against_model(ProviderTimeoutError("x"), p)
     assert counts_against_model(ProviderConnectionError("x"), p)
     assert counts_against_model(QuotaExhaustedError("x", status_code=429), p)
+    local = ProviderTimeoutError("no free connection", details={"local": True})
+    assert not counts_against_model(local, p)  # our own pool was full
     for caller in (
         BadRequestError("x", status_code=400),
         ContentPolicyError("x"),

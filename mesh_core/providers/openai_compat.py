@@ -38,6 +38,10 @@ _PATH = "/chat/completions"
 
 def _map_transport_error(exc: httpx.HTTPError, timeouts: Timeouts) -> ProviderError:
     """An httpx exception as a classified provider error."""
+    if isinstance(exc, httpx.PoolTimeout):  # our own queue was full: not the provider's fault
+        return provider_error(
+            ErrorKind.TIMEOUT, "no free connection in the local pool", details={"local": True}
+        )
     if isinstance(exc, httpx.ConnectTimeout):
         return provider_error(ErrorKind.TIMEOUT, f"connect timeout after {timeouts.connect:g}s")
     if isinstance(exc, httpx.TimeoutException):
