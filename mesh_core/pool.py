@@ -160,14 +160,17 @@ class CapabilityPool:
         return list(self._models)
 
     def get_active_models(self) -> list[Model]:
-        """Return all models currently eligible for routing."""
+        """Return all models currently eligible for routing (as of now: due recoveries and
+        maintenance windows are applied first)."""
         with self._lock:
+            self.refresh()
             self._rebuild()
             return list(self._active_models)
 
     def get_standby_models(self) -> list[Model]:
-        """Return all models currently excluded from routing."""
+        """Return all models currently excluded from routing (as of now)."""
         with self._lock:
+            self.refresh()
             self._rebuild()
             return list(self._standby_models)
 
