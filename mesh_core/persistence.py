@@ -216,6 +216,8 @@ class StateKeeper:
     # --- saving ------------------------------------------------------------------------
     def touched(self, model: Model, pool: CapabilityPool) -> None:
         """A request on ``model`` through ``pool`` finished: save per the sync policy."""
+        if not self.store.durable:
+            return
         self._dirty_models.add(model.id)
         self._dirty_pools.add(pool.name)
         if self.sync_policy == "write_through" or (

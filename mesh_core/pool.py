@@ -132,6 +132,7 @@ class CapabilityPool:
         self._active_index: dict[str, int] = {}
         self._stale: set[int] = set()
         self._by_id: dict[str, Model] = {}
+        self._min_window: int | None = None
         self._dirty = True
         self._next_check = 0.0
         self.total_requests = 0
@@ -158,6 +159,13 @@ class CapabilityPool:
     def models(self) -> list[Model]:
         """Every member, in pool order."""
         return list(self._models)
+
+    @property
+    def min_context_window(self) -> int | None:
+        """The smallest declared context window among the members (None: none declared)."""
+        with self._lock:
+            self._rebuild()
+            return self._min_window
 
     def get_active_models(self) -> list[Model]:
         """Return all models currently eligible for routing (as of now: due recoveries and
@@ -426,6 +434,8 @@ class CapabilityPool:
         self._snaps = [None] * len(self._active_models)
         self._stale = set(range(len(self._active_models)))
         self._by_id = {m.id: m for m in self._models}
+        windows = [m.context_window for m in self._models if m.context_window is not None]
+        self._min_window = min(windows) if windows else None
         self._dirty = False
 
     def __repr__(self) -> str:

@@ -117,6 +117,10 @@ class Router:
         """
         needs: RequestNeeds = needs_of(request)
         pin = request.pinned_model
+        if pin is None and not needs.special:
+            smallest = pool.min_context_window
+            if smallest is None or needs.tokens <= smallest:
+                return None  # the common case, decided without looking at every member
         members = pool.models
         if pin is not None and not any(m.id == pin for m in members):
             raise RoutingError(
@@ -130,14 +134,6 @@ class Router:
                 return f"not the pinned model {pin!r}"
             return needs.unmet(model)
 
-        if (
-            pin is None
-            and not needs.special
-            and not any(
-                m.context_window is not None and m.context_window < needs.tokens for m in members
-            )
-        ):
-            return None
         reasons = {m.id: r for m in members if (r := unmet(m)) is not None}
         if members and len(reasons) == len(members):
             detail = "; ".join(f"{mid}: {why}" for mid, why in reasons.items())

@@ -81,6 +81,8 @@ class StateStore(ABC):
     """Where the mesh keeps its state."""
 
     shared: ClassVar[bool] = False
+    durable: ClassVar[bool] = True
+    """False for a store that keeps nothing beyond the process (saving it is pointless)."""
     name: ClassVar[str] = ""
 
     @abstractmethod

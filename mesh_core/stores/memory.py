@@ -9,6 +9,7 @@ __all__ = ["MemoryStore"]
 
 class MemoryStore(StateStore):
     name = "memory"
+    durable = False
 
     def __init__(self) -> None:
         self._state: PersistedState | None = None
