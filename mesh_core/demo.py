@@ -3,6 +3,10 @@
 Run it with ``python -m mesh_core.demo`` (no API key, no network beyond 127.0.0.1).
 It prints, as it happens, which model answered each request, every failover,
 deactivation and recovery, and ends with the state of each model.
+
+The mesh runs on a manual clock that moves half a second per request, so the
+story (cooldowns, trials, recoveries) is the same on every machine; ``pace`` only
+spaces the output for the eye.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from .clock import ManualClock
 from .errors import ModelMeshError, StreamInterruptedError
 from .events import Event, EventType
 from .mesh import Mesh
@@ -53,7 +58,7 @@ def _script(servers: dict[str, FaultServer]) -> dict[int, tuple[str, Callable[[]
     return {
         4: ("alpha starts answering 503", lambda: alpha.set("fast", faults.server_error(503))),
         8: ("beta's monthly quota runs out", lambda: beta.set("smart", faults.quota_exhausted())),
-        10: ("alpha is healthy again", lambda: alpha.set("fast", faults.ok())),
+        9: ("alpha is healthy again", lambda: alpha.set("fast", faults.ok())),
         14: ("alpha starts cutting streams mid-answer", lambda: alpha.set("fast", faults.cut(3))),
         16: (
             "alpha's connections reset (beta's quota is still spent)",
@@ -63,8 +68,12 @@ def _script(servers: dict[str, FaultServer]) -> dict[int, tuple[str, Callable[[]
     }
 
 
+STEP = 0.5
+"""Simulated seconds between two requests."""
+
+
 def run_demo(
-    requests: int = 22, pace: float = 0.3, cooldown: float = 1.5, out: TextIO = sys.stdout
+    requests: int = 22, pace: float = 0.3, cooldown: float = 2.0, out: TextIO = sys.stdout
 ) -> Mesh:
     """Run the demo and return its mesh (closed) for inspection."""
 
@@ -73,8 +82,9 @@ def run_demo(
 
     servers = {name: FaultServer().start() for name in PROVIDERS}
     try:
-        mesh = Mesh.from_config(_config(servers, cooldown))
-        mesh.on(EventType.MODEL_DEACTIVATED, lambda e: say(_standby_line(e)))
+        clock = ManualClock(time.time())
+        mesh = Mesh.from_config(_config(servers, cooldown), clock=clock)
+        mesh.on(EventType.MODEL_DEACTIVATED, lambda e: say(_standby_line(e, clock.time())))
         mesh.on(
             EventType.MODEL_REACTIVATED,
             lambda e: say(
@@ -91,6 +101,7 @@ def run_demo(
         say("")
         script = _script(servers)
         for i in range(1, requests + 1):
+            clock.advance(STEP)
             if i in script:
                 what, act = script[i]
                 act()
@@ -130,9 +141,9 @@ def _one_request(mesh: Mesh, i: int, *, stream: bool, say: Callable[[str], None]
     say(f"#{i:02d} {kind:8} → {model:13} {ms:6.1f} ms{note}")
 
 
-def _standby_line(e: Event) -> str:
+def _standby_line(e: Event, now: float) -> str:
     recover_at = e.metadata.get("recover_at")
-    when = f", back in {max(0.0, recover_at - time.time()):.1f}s" if recover_at else ""
+    when = f", back in {max(0.0, recover_at - now):.1f}s" if recover_at else ""
     return f"      ⏸ {e.model_id} → standby ({e.metadata.get('reason')}{when})"
 
 
