@@ -132,6 +132,8 @@ class CapabilityPool:
         self._active_index: dict[str, int] = {}
         self._stale: set[int] = set()
         self._by_id: dict[str, Model] = {}
+        self._trials: set[Model] = set()
+        """Active models on probation (small: kept so selection never scans for them)."""
         self._min_window: int | None = None
         self._dirty = True
         self._next_check = 0.0
@@ -362,7 +364,8 @@ class CapabilityPool:
         )
 
     def _has_busy_trial(self) -> bool:
-        return any(m.state.probation and m.in_flight for m in self._active_models)
+        """A model on trial already has its one request in flight (checked without a scan)."""
+        return any(m.in_flight for m in self._trials)
 
     def _candidate_snapshots(self, now: float) -> list[ModelSnapshot]:
         self._rebuild()
@@ -422,6 +425,10 @@ class CapabilityPool:
             self._next_check = 0.0
         elif idx is not None:
             self._stale.add(idx)
+            if model.state.probation:
+                self._trials.add(model)
+            else:
+                self._trials.discard(model)
         if model.state.recover_at is not None:
             self._next_check = min(self._next_check, model.state.recover_at)
 
@@ -434,6 +441,7 @@ class CapabilityPool:
         self._snaps = [None] * len(self._active_models)
         self._stale = set(range(len(self._active_models)))
         self._by_id = {m.id: m for m in self._models}
+        self._trials = {m for m in self._active_models if m.state.probation}
         windows = [m.context_window for m in self._models if m.context_window is not None]
         self._min_window = min(windows) if windows else None
         self._dirty = False

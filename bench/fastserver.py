@@ -1,0 +1,88 @@
+"""A minimal, fast OpenAI-compatible server for benchmarks (run in its own process).
+
+It answers ``POST /v1/chat/completions`` with a canned reply at once, so that what a
+benchmark measures is the client, not the server. The model name picks a behaviour:
+``fail*`` answers 503, ``reset*`` resets the connection, ``silent*`` never answers,
+``limit*`` answers 429 with ``Retry-After: 30``; anything else answers 200.
+
+    python bench/fastserver.py PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import sys
+
+BODY = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "pong"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+    }
+).encode()
+
+
+def _reply(status: str, body: bytes, extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: "
+        f"{len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+OK = _reply("200 OK", BODY)
+FAIL = _reply("503 Service Unavailable", b'{"error":{"message":"unavailable"}}')
+LIMIT = _reply("429 Too Many Requests", b'{"error":{"message":"slow down"}}', "retry-after: 30\r\n")
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length) if length else b""
+            i = body.find(b'"model":')
+            model = body[i + 8 : i + 20].lstrip(b' "') if i >= 0 else b""
+            if model.startswith(b"fail"):
+                writer.write(FAIL)
+            elif model.startswith(b"limit"):
+                writer.write(LIMIT)
+            elif model.startswith(b"reset"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.close()
+                return
+            elif model.startswith(b"silent"):
+                await asyncio.sleep(3600)
+            else:
+                writer.write(OK)
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main(port: int) -> None:
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1])))
