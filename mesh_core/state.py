@@ -229,6 +229,11 @@ class ModelState:
             tokens_used=self.tokens_used,
             cost_accumulated=self.cost_accumulated,
             latency_history=tuple(self.latency_history),
+            latency_mean=(
+                sum(self.latency_history) / len(self.latency_history)
+                if self.latency_history
+                else None
+            ),
             last_request=_as_datetime(self.last_request),
             last_failure=_as_datetime(self.last_failure),
             deactivation_reason=self.deactivation_reason,
@@ -289,9 +294,13 @@ class ModelSnapshot:
     """USD per 1k prompt tokens (None when the model is unpriced)."""
     output_price: float | None = None
     """USD per 1k completion tokens."""
+    latency_mean: float | None = None
+    """Mean of ``latency_history`` (computed once, when the snapshot is taken)."""
 
     @property
     def latency_avg(self) -> float | None:
         """Mean of the latency history, or None without history."""
+        if self.latency_mean is not None:
+            return self.latency_mean
         hist = self.latency_history
         return sum(hist) / len(hist) if hist else None

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from operator import attrgetter
+
 from ..state import ModelSnapshot
 from ..types import CompletionRequest
-from .base import SelectionStrategy
+from .base import SelectionResult, SelectionStrategy, StrategyOptions
 
 __all__ = ["CostFirstStrategy"]
+
+_ID = attrgetter("model_id")
 
 
 class CostFirstStrategy(SelectionStrategy):
@@ -19,6 +24,26 @@ class CostFirstStrategy(SelectionStrategy):
     """
 
     strategy_id = "modelmesh.cost-first.v1"
+
+    def __init__(self, options: StrategyOptions | None = None) -> None:
+        super().__init__(options)
+        self._price: dict[str, float] = {}
+        """Effective price per model (prices are static: computed once per model)."""
+
+    def select(
+        self, candidates: Sequence[ModelSnapshot], request: CompletionRequest
+    ) -> SelectionResult:
+        self._require(candidates)
+        price = self._price
+        ids = list(map(_ID, candidates))
+        try:
+            prices = list(map(price.__getitem__, ids))
+        except KeyError:
+            for c in candidates:
+                price.setdefault(c.model_id, -self.score(c, request))
+            prices = list(map(price.__getitem__, ids))
+        best = min(prices)
+        return self._result(candidates[prices.index(best)], -best, "cheapest")
 
     def score(self, candidate: ModelSnapshot, request: CompletionRequest) -> float:
         if candidate.input_price is None and candidate.output_price is None:

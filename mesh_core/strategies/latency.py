@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from operator import attrgetter
 
 from ..state import ModelSnapshot
 from ..types import CompletionRequest
 from .base import SelectionResult, SelectionStrategy
 
 __all__ = ["LatencyFirstStrategy"]
+
+_mean = attrgetter("latency_mean")
+_history = attrgetter("latency_history")
 
 
 class LatencyFirstStrategy(SelectionStrategy):
@@ -25,15 +29,17 @@ class LatencyFirstStrategy(SelectionStrategy):
         self, candidates: Sequence[ModelSnapshot], request: CompletionRequest
     ) -> SelectionResult:
         self._require(candidates)
-        means = [c.latency_avg for c in candidates]
-        known = [m for m in means if m is not None]
-        default = statistics.median(known) if known else 0.0
-        best_i, best = 0, float("inf")
-        for i, m in enumerate(means):
-            value = default if m is None else m
-            if value < best:
-                best_i, best = i, value
-        return self._result(candidates[best_i], -best, "lowest recent latency")
+        means = list(map(_mean, candidates))  # a slot read per candidate, in C
+        if means.count(None) == len(means) and not any(map(_history, candidates)):
+            return self._result(candidates[0], 0.0, "no latency known yet: pool order")
+        if None in means:  # snapshots built without the mean: compute it from the history
+            means = [c.latency_avg if m is None else m for c, m in zip(candidates, means)]
+        if None in means:  # no history: the median of the known means
+            known = [m for m in means if m is not None]
+            default = statistics.median(known) if known else 0.0
+            means = [default if m is None else m for m in means]
+        best = min(means)
+        return self._result(candidates[means.index(best)], -best, "lowest recent latency")
 
     def score(self, candidate: ModelSnapshot, request: CompletionRequest) -> float:
         avg = candidate.latency_avg

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import add, attrgetter
 from typing import Any
 
 from ..state import ModelSnapshot
@@ -11,6 +13,9 @@ from ..types import CompletionRequest
 from .base import BalanceMode, SelectionResult, SelectionStrategy, StrategyOptions
 
 __all__ = ["LoadBalancedStrategy"]
+
+_ID = attrgetter("model_id")
+_REMAINING = attrgetter("requests_remaining")
 
 
 class LoadBalancedStrategy(SelectionStrategy):
@@ -44,24 +49,28 @@ class LoadBalancedStrategy(SelectionStrategy):
         self, candidates: Sequence[ModelSnapshot], request: CompletionRequest
     ) -> SelectionResult:
         self._require(candidates)
-        weights = [self.weight(c) for c in candidates]
-        known = [w for w in weights if w is not None]
-        default = statistics.median(known) if known else 1.0
-        filled = [default if w is None else w for w in weights]
-        total = sum(filled)
+        # The per-candidate work runs in C (map, operator.add, dict.update): this is O(n)
+        # per request, and must stay cheap at thousands of models.
+        remaining = list(map(_REMAINING, candidates))
+        if remaining.count(None) == len(remaining):
+            weights: list[float] = [1.0] * len(candidates)  # no data at all: equal shares
+        else:
+            raw = list(map(self.weight, candidates))
+            known = [w for w in raw if w is not None]
+            default = statistics.median(known) if known else 1.0
+            weights = [default if w is None else w for w in raw]
+        total = sum(weights)
         if total <= 0:  # nobody has headroom: share equally rather than stall
-            filled = [1.0] * len(filled)
-            total = float(len(filled))
+            weights = [1.0] * len(weights)
+            total = float(len(weights))
         current = self._current
-        best_i, best = 0, float("-inf")
-        for i, (cand, w) in enumerate(zip(candidates, filled)):
-            value = current.get(cand.model_id, 0.0) + w
-            current[cand.model_id] = value
-            if value > best:
-                best_i, best = i, value
-        chosen = candidates[best_i]
-        current[chosen.model_id] -= total
-        return self._result(chosen, filled[best_i] / total, "weighted share")
+        ids = list(map(_ID, candidates))
+        updated = list(map(add, map(current.get, ids, repeat(0.0)), weights))
+        current.update(zip(ids, updated))
+        best = max(updated)
+        i = updated.index(best)
+        current[ids[i]] = best - total
+        return self._result(candidates[i], weights[i] / total, "weighted share")
 
     def score(self, candidate: ModelSnapshot, request: CompletionRequest) -> float:
         w = self.weight(candidate)
