@@ -23,7 +23,8 @@ from .events import EventEmitter, EventHandler, EventType
 from .persistence import StateKeeper
 from .pool import CapabilityPool, Model
 from .providers import Provider, Timeouts, create_provider
-from .routing import Call, Flight, Outcome, PoolSettings, Router, Sleep, stream_ended_early
+from .router import PoolSettings, Router
+from .routing import Call, Flight, Outcome, Sleep, stream_ended_early
 from .state import ModelSnapshot
 from .stores import open_store
 from .streaming import StreamRelay

@@ -4,44 +4,35 @@ It is written once, as a generator (:meth:`Flight.plan`) that yields *effects*
 (:class:`Call` a provider, :class:`Sleep` a while) and receives their
 :class:`Outcome`. The sync driver performs effects with blocking calls, the async
 driver awaits them; neither holds any routing logic. All state changes happen in
-:class:`Router` under the mesh's lock, so many threads and tasks can share a mesh.
+:class:`~mesh_core.router.Router`, under the mesh's lock, so many threads and tasks can
+share a mesh.
 """
 
 from __future__ import annotations
 
-import random
-import threading
 import time
-from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .clock import Clock
-from .config import RetryConfig
 from .errors import (
-    CALLER_KINDS,
     AllProvidersExhaustedError,
     ContextWindowExceededError,
     ErrorKind,
     NoAvailableModelError,
-    NoCapableModelError,
     ProviderError,
-    RoutingError,
     provider_error,
 )
-from .evaluators import DeactivationReason, counts_against_model
-from .events import EventEmitter, EventType
-from .needs import RequestNeeds, needs_of
+from .events import EventType
 from .pool import CapabilityPool, Model
 from .providers.base import Provider, ProviderReply, Timeouts
-from .providers.wire import RateLimitInfo
-from .state import ACTIVE
-from .types import Attempt, CompletionRequest, CompletionResponse, Usage
+from .router import RAISE, Router
+from .types import Attempt, CompletionRequest, CompletionResponse
 
 if TYPE_CHECKING:
-    from .persistence import StateKeeper
+    pass
 
-__all__ = ["Call", "Flight", "Outcome", "PoolSettings", "Router", "Sleep"]
+__all__ = ["Call", "Flight", "Outcome", "Sleep"]
 
 
 @dataclass(slots=True)
@@ -69,286 +60,6 @@ class Outcome:
 
 
 Effect = Call | Sleep
-
-
-@dataclass(frozen=True, slots=True)
-class PoolSettings:
-    """Per-pool request-path settings (from the pool's configuration)."""
-
-    retry: RetryConfig = field(default_factory=RetryConfig)
-    wait_for_recovery: float = 0.0
-
-
-_FAILOVER = -1.0
-_RAISE = -2.0
-
-
-class Router:
-    """The state-touching decisions of the request path, each taken under the mesh lock."""
-
-    def __init__(
-        self,
-        *,
-        models: Mapping[str, Model],
-        providers: Mapping[str, Provider],
-        timeouts: Mapping[str, Timeouts],
-        settings: Mapping[str, PoolSettings],
-        emitter: EventEmitter,
-        clock: Clock,
-        lock: threading.RLock,
-    ) -> None:
-        self.models = models
-        self.providers = providers
-        self.timeouts = timeouts
-        self.settings = settings
-        self.emitter = emitter
-        self.clock = clock
-        self.lock = lock
-        self.keeper: StateKeeper | None = None
-        self._rng = random.Random()
-
-    # --- selection ------------------------------------------------------------
-    def eligibility(
-        self, pool: CapabilityPool, request: CompletionRequest
-    ) -> Callable[[Model], str | None] | None:
-        """A filter for the models that can serve ``request`` (None: every model can).
-
-        Raises NoCapableModelError, naming what ruled each model out, when none can.
-        """
-        needs: RequestNeeds = needs_of(request)
-        pin = request.pinned_model
-        if pin is None and not needs.special:
-            smallest = pool.min_context_window
-            if smallest is None or needs.tokens <= smallest:
-                return None  # the common case, decided without looking at every member
-        members = pool.models
-        if pin is not None and not any(m.id == pin for m in members):
-            raise RoutingError(
-                f"model {pin!r} is not a member of pool {pool.name!r} "
-                f"(members: {', '.join(m.id for m in members)})",
-                pool_name=pool.name,
-            )
-
-        def unmet(model: Model) -> str | None:
-            if pin is not None and model.id != pin:
-                return f"not the pinned model {pin!r}"
-            return needs.unmet(model)
-
-        reasons = {m.id: r for m in members if (r := unmet(m)) is not None}
-        if members and len(reasons) == len(members):
-            detail = "; ".join(f"{mid}: {why}" for mid, why in reasons.items())
-            raise NoCapableModelError(
-                f"no model of pool {pool.name!r} can serve this request ({detail})",
-                pool_name=pool.name,
-                reasons=reasons,
-            )
-        return unmet
-
-    def choose(
-        self,
-        pool: CapabilityPool,
-        request: CompletionRequest,
-        exclude: set[str],
-        eligible: Callable[[Model], str | None] | None,
-        attempt: int,
-    ) -> Model:
-        keeper = self.keeper
-        limited = keeper is not None and keeper.shared and _has_limits(pool)
-        while True:
-            with self.lock:
-                model, result = pool.choose(request, exclude=exclude, eligible=eligible)
-                model.in_flight += 1
-            if not limited:
-                break
-            # Shared limits: check the counters of every process before spending more.
-            keeper.sync_usage(model)  # type: ignore[union-attr]
-            with self.lock:
-                reason = pool.rotation_policy.deactivation.get_reason(
-                    model.snapshot(self.clock.time())
-                )
-                if reason is None:
-                    break
-                model.in_flight -= 1
-                pool.deactivate(model, reason)
-        self.emitter.emit(
-            EventType.REQUEST_ROUTED,
-            model_id=model.id,
-            provider_id=model.provider_id,
-            pool_id=pool.name,
-            attempt=attempt,
-            reason=result.reason,
-        )
-        return model
-
-    def recovery_wait(
-        self, pool: CapabilityPool, exc: NoAvailableModelError, waited: float
-    ) -> float | None:
-        """How long to wait for the pool's earliest recovery, if the pool allows it."""
-        limit = self.settings[pool.name].wait_for_recovery
-        if limit <= 0 or exc.recovers_at is None:
-            return None
-        delay = max(0.0, exc.recovers_at - self.clock.time()) + 0.01
-        return delay if waited + delay <= limit else None
-
-    # --- outcomes ----------------------------------------------------------------
-    def succeeded(
-        self,
-        pool: CapabilityPool,
-        model: Model,
-        usage: Usage | None,
-        latency: float,
-        rate_limits: RateLimitInfo | None,
-        *,
-        release: bool = True,
-    ) -> tuple[Usage, float]:
-        """Record a success; returns the usage counted (estimated if unreported) and its cost."""
-        usage = usage or Usage()
-        cost = model.cost(usage)
-        keeper = self.keeper
-        shared = keeper.add_usage(model, pool, usage.total_tokens, cost) if keeper else None
-        with self.lock:
-            if release:
-                model.in_flight -= 1
-            now = self.clock.time()
-            st = model.state
-            deact = pool.rotation_policy.deactivation
-            deact.policy.roll_periods(st, now)
-            st.record_success(latency, usage.total_tokens, cost, now=now)
-            if st.probation:
-                st.probation = False
-                st.strikes = 0
-            if shared is not None:  # the totals of every process sharing the store
-                st.quota_used, st.tokens_used = shared.requests, shared.tokens
-                st.cost_accumulated = shared.cost
-            _apply_rate_limits(model, rate_limits)
-            model.changed()
-            reason = deact.get_reason(model.snapshot(now)) if st.status == ACTIVE else None
-            if reason is not None:
-                pool.deactivate(model, reason, now=now)
-        if keeper is not None:
-            keeper.touched(model, pool)
-        self.emitter.emit(
-            EventType.REQUEST_SUCCESS,
-            model_id=model.id,
-            provider_id=model.provider_id,
-            pool_id=pool.name,
-            latency=latency,
-            tokens=usage.total_tokens,
-            cost=cost,
-        )
-        return usage, cost
-
-    def failed(
-        self,
-        pool: CapabilityPool,
-        model: Model,
-        err: BaseException,
-        latency: float,
-        tries: int,
-        *,
-        max_attempts: int | None = None,
-        release: bool = True,
-    ) -> float:
-        """Record a failure and decide: a delay before retrying the same model (>= 0),
-        ``_FAILOVER`` or ``_RAISE``."""
-        kind = err.kind if isinstance(err, ProviderError) else ErrorKind.CONNECTION
-        self.emitter.emit(
-            EventType.REQUEST_FAILURE,
-            model_id=model.id,
-            provider_id=model.provider_id,
-            pool_id=pool.name,
-            kind=kind.value,
-            status_code=getattr(err, "status_code", None),
-            error=str(err),
-            latency=latency,
-            attempt=tries,
-        )
-        decision = self._decide(pool, model, err, kind, tries, max_attempts, release)
-        if self.keeper is not None and decision != _RAISE:
-            self.keeper.touched(model, pool)
-        return decision
-
-    def _decide(
-        self,
-        pool: CapabilityPool,
-        model: Model,
-        err: BaseException,
-        kind: ErrorKind,
-        tries: int,
-        max_attempts: int | None,
-        release: bool,
-    ) -> float:
-        with self.lock:
-            if release:
-                model.in_flight -= 1
-            if kind in CALLER_KINDS:
-                return _RAISE
-            if kind is ErrorKind.CONTEXT_WINDOW:
-                return _FAILOVER
-            if kind is ErrorKind.AUTHENTICATION:
-                self._deactivate_provider(model.provider_id, pool)
-                return _FAILOVER
-            now = self.clock.time()
-            st = model.state
-            deact = pool.rotation_policy.deactivation
-            deact.policy.roll_periods(st, now)
-            if counts_against_model(err, deact.policy):
-                st.record_failure(err, now=now)
-            model.changed()
-            if st.status == ACTIVE:
-                reason = deact.get_reason(model.snapshot(now))
-                if reason is not None:
-                    pool.deactivate(model, reason, now=now)
-            if st.status != ACTIVE or kind not in (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR):
-                return _FAILOVER
-            retry = self.settings[pool.name].retry
-            if tries >= (max_attempts or retry.max_attempts):
-                return _FAILOVER
-            retry_after = getattr(err, "retry_after", None)
-            if retry_after is not None:
-                return retry_after if retry_after <= retry.max_delay else _FAILOVER
-            delay = min(retry.max_delay, retry.initial_delay * 2 ** (tries - 1))
-            if retry.backoff == "exponential_jitter":
-                delay *= 0.5 + self._rng.random() / 2
-            return delay
-
-    def release(self, model: Model) -> None:
-        with self.lock:
-            model.in_flight -= 1
-
-    def _deactivate_provider(self, provider_id: str, pool: CapabilityPool) -> None:
-        """An authentication failure takes every model of the provider out of rotation."""
-        affected = []
-        for m in self.models.values():
-            if m.provider_id == provider_id and m.state.status == ACTIVE:
-                (m.pools[0] if m.pools else pool).deactivate(
-                    m, DeactivationReason.AUTHENTICATION_FAILED
-                )
-                affected.append(m.id)
-        self.emitter.emit(
-            EventType.PROVIDER_DEACTIVATED,
-            provider_id=provider_id,
-            pool_id=pool.name,
-            reason=DeactivationReason.AUTHENTICATION_FAILED.value,
-            models=affected,
-        )
-
-
-def _has_limits(pool: CapabilityPool) -> bool:
-    p = pool.rotation_policy.deactivation.policy
-    return p.request_limit is not None or p.token_limit is not None or p.budget_limit is not None
-
-
-def _apply_rate_limits(model: Model, info: RateLimitInfo | None) -> None:
-    if info is None:
-        return
-    st = model.state
-    st.requests_limit = info.requests_limit
-    st.requests_remaining = info.requests_remaining
-    st.tokens_limit = info.tokens_limit
-    st.tokens_remaining = info.tokens_remaining
-    st.touch()
-    model.changed()
 
 
 class Flight:
@@ -423,7 +134,7 @@ class Flight:
                 decision = router.failed(
                     pool, model, err, latency, tries, max_attempts=max_attempts
                 )
-                if decision == _RAISE:
+                if decision == RAISE:
                     raise err
                 if decision >= 0:
                     router.emitter.emit(

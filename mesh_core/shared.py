@@ -17,7 +17,13 @@ from typing import Any
 from .errors import ConfigurationError
 from .mesh import Mesh
 
-__all__ = ["DEFAULT_CONFIG_PATH", "ENV_VAR", "forget_shared_meshes", "shared_mesh"]
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ENV_VAR",
+    "forget_shared_meshes",
+    "mesh_for_pool",
+    "shared_mesh",
+]
 
 ENV_VAR = "MODELMESH_CONFIG"
 DEFAULT_CONFIG_PATH = "modelmesh.yaml"
@@ -57,6 +63,19 @@ def shared_mesh(config: str | os.PathLike[str] | Mapping[str, Any] | Mesh | None
         if mesh is None:
             mesh = _MESHES[key] = Mesh.from_config(config)
         return mesh
+
+
+def mesh_for_pool(
+    config: str | os.PathLike[str] | Mapping[str, Any] | Mesh | None, pool: str
+) -> Mesh:
+    """The shared Mesh for ``config``, after checking that it has ``pool``.
+
+    What the adapters call at construction, so a wrong pool name fails at once, with a
+    suggestion, rather than on the first request.
+    """
+    mesh = shared_mesh(config)
+    mesh.pool(pool)
+    return mesh
 
 
 def forget_shared_meshes() -> None:

@@ -31,7 +31,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from mesh_core.mesh import Mesh
-from mesh_core.shared import shared_mesh
+from mesh_core.shared import mesh_for_pool
 from mesh_core.types import CompletionResponse
 
 from ._convert import PROVIDER, to_ai_chunk, to_ai_message, to_openai_messages
@@ -95,8 +95,7 @@ class MeshChatModel(BaseChatModel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # After validation, so a configuration error surfaces as itself, not wrapped.
-        self._mesh = shared_mesh(self.config)
-        self._mesh.pool(self.pool)  # an unknown pool fails here, with a suggestion
+        self._mesh = mesh_for_pool(self.config, self.pool)
 
     @classmethod
     def is_lc_serializable(cls) -> bool:

@@ -30,7 +30,7 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
 
 from mesh_core.mesh import Mesh
-from mesh_core.shared import shared_mesh
+from mesh_core.shared import mesh_for_pool
 
 from ._convert import StreamAccumulator, to_chat_response, to_openai_messages
 
@@ -76,8 +76,7 @@ class MeshLLM(FunctionCallingLLM):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._mesh = shared_mesh(self.config)
-        self._mesh.pool(self.pool)  # an unknown pool fails here, with a suggestion
+        self._mesh = mesh_for_pool(self.config, self.pool)
 
     @classmethod
     def class_name(cls) -> str:
