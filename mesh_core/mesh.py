@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ from .config import MeshConfig, load_config
 from .errors import ModelMeshError, ProviderError, UnknownPoolError
 from .evaluators import DeactivationReason
 from .events import EventEmitter, EventHandler, EventType
+from .logs import attach_logging
 from .persistence import StateKeeper
 from .pool import CapabilityPool, Model
 from .providers import Provider, Timeouts, create_provider
@@ -107,6 +109,7 @@ class Mesh:
             on_corrupt=storage.on_corrupt,
         )
         self._keeper.restore()
+        attach_logging(self.events, logging.getLogger(config.observability.logger))
         self._router.keeper = self._keeper
         self._closed = False
 
@@ -154,6 +157,57 @@ class Mesh:
     def on(self, event_type: EventType | str | None, handler: EventHandler) -> EventHandler:
         """Subscribe to mesh events (None: all of them)."""
         return self.events.on(event_type, handler)
+
+    def stats(self) -> dict[str, Any]:
+        """Aggregate statistics per model, provider and pool (JSON-safe)."""
+        with self._lock:
+            now = self.clock.time()
+            models: dict[str, dict[str, Any]] = {}
+            for mid, m in self.models.items():
+                st = m.state
+                snap = m.snapshot(now)
+                models[mid] = {
+                    "provider": m.provider_id,
+                    "status": st.status,
+                    "reason": st.deactivation_reason,
+                    "requests": st.total_requests,
+                    "failures": st.total_failures,
+                    "tokens": st.total_tokens,
+                    "cost": st.total_cost,
+                    "error_rate": st.error_rate,
+                    "latency_avg": snap.latency_avg,
+                    "in_flight": m.in_flight,
+                }
+            providers: dict[str, dict[str, Any]] = {}
+            for row in models.values():
+                agg = providers.setdefault(
+                    row["provider"],
+                    {
+                        "models": 0,
+                        "active": 0,
+                        "requests": 0,
+                        "failures": 0,
+                        "tokens": 0,
+                        "cost": 0.0,
+                    },
+                )
+                agg["models"] += 1
+                agg["active"] += row["status"] == "active"
+                for key in ("requests", "failures", "tokens", "cost"):
+                    agg[key] += row[key]
+            pools = {}
+            for pid, pool in self.pools.items():
+                members = [models[m.id] for m in pool.models]
+                state = pool.get_state()
+                pools[pid] = {
+                    "requests": state.total_requests,
+                    "rotation_events": state.rotation_events,
+                    "active": state.active_count,
+                    "standby": state.standby_count,
+                    "tokens": sum(r["tokens"] for r in members),
+                    "cost": sum(r["cost"] for r in members),
+                }
+        return {"models": models, "providers": providers, "pools": pools}
 
     # --- manual rotation ------------------------------------------------------------
     def deactivate(self, model_id: str, reason: str | DeactivationReason = "manual") -> None:
