@@ -72,6 +72,7 @@ _ERRORS = (
     "ContentPolicyError",
     "BadRequestError",
     "MalformedResponseError",
+    "MeshClosedError",
     "StreamInterruptedError",
     "ErrorKind",
 )

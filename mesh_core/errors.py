@@ -53,6 +53,10 @@ class ModelMeshError(Exception):
             self.retryable = retryable
 
 
+class MeshClosedError(ModelMeshError, RuntimeError):
+    """The mesh was closed: it takes no new request."""
+
+
 class ConfigurationError(ModelMeshError, ValueError):
     """A configuration file or dict is invalid.
 
@@ -284,6 +288,7 @@ __all__ = [
     "ContextWindowExceededError",
     "ErrorKind",
     "MalformedResponseError",
+    "MeshClosedError",
     "ModelMeshError",
     "NoActiveModelError",
     "NoAvailableModelError",

@@ -18,7 +18,7 @@ from typing import Any
 from .assembly import build_model, build_pools, capability_tree
 from .clock import Clock, SystemClock
 from .config import MeshConfig, load_config
-from .errors import ModelMeshError, ProviderError, UnknownPoolError
+from .errors import MeshClosedError, ModelMeshError, ProviderError, UnknownPoolError
 from .evaluators import DeactivationReason
 from .events import EventEmitter, EventHandler, EventType
 from .logs import attach_logging
@@ -232,6 +232,8 @@ class Mesh:
         *,
         stream: bool,
     ) -> Flight:
+        if self._closed:
+            raise MeshClosedError("the mesh is closed; build a new one")
         target = self.pool(pool)
         if request is None:
             request = _build_request(pool, messages, params)
@@ -295,19 +297,36 @@ class Mesh:
         """Save the state to the configured store now (``storage.sync_policy`` aside)."""
         self._keeper.flush()
 
-    def close(self) -> None:
-        """Save the state, close the store and every provider's sync connection pool."""
-        if not self._closed:
-            self._closed = True
-            self._keeper.close()
+    def _in_flight(self) -> int:
+        with self._lock:
+            return sum(m.in_flight for m in self.models.values())
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop taking requests, let those in flight finish (up to ``timeout`` seconds), then
+        save the state and close the store and every connection pool.
+
+        A request still running after ``timeout`` loses its connection and raises one of
+        the documented errors. Later calls raise MeshClosedError.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        while self._in_flight() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._keeper.close()
         for provider in self.providers.values():
             provider.close()
 
-    async def aclose(self) -> None:
-        """Like :meth:`close`, and this event loop's async connection pools too."""
-        if not self._closed:
-            self._closed = True
-            await asyncio.to_thread(self._keeper.close)
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Like :meth:`close`, without blocking the event loop; closes this loop's pools too."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        while self._in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(self._keeper.close)
         for provider in self.providers.values():
             await provider.aclose()
 

@@ -68,11 +68,17 @@ def complete(mesh: Mesh, mode: str, *args: Any, **kw: Any):
     return asyncio.run(_acomplete(mesh, *args, **kw))
 
 
+async def _close_loop_pools(mesh: Mesh) -> None:
+    """Close this event loop's connections (asyncio.run ends the loop); the mesh stays open."""
+    for provider in mesh.providers.values():
+        await provider.aclose()
+
+
 async def _acomplete(mesh: Mesh, *args: Any, **kw: Any):
     try:
         return await mesh.acomplete(*args, **kw)
     finally:
-        await mesh.aclose()
+        await _close_loop_pools(mesh)
 
 
 def stream(mesh: Mesh, mode: str, *args: Any, **kw: Any) -> list:
@@ -84,7 +90,7 @@ def stream(mesh: Mesh, mode: str, *args: Any, **kw: Any) -> list:
         try:
             return [c async for c in mesh.astream(*args, **kw)]
         finally:
-            await mesh.aclose()
+            await _close_loop_pools(mesh)
 
     return asyncio.run(run())
 

@@ -21,7 +21,7 @@ from mesh_core.errors import (
 from mesh_core.events import EventType
 from mesh_core.mesh import InvalidRequestError
 from mesh_core.testing import faults
-from tests.conftest import MODES, complete, config_for
+from tests.conftest import MODES, _close_loop_pools, complete, config_for
 
 TOOL = {
     "type": "function",
@@ -325,7 +325,7 @@ def test_hundreds_of_concurrent_requests_keep_exact_counters(servers):
         try:
             return await asyncio.gather(*(mesh.acomplete("chat", str(i)) for i in range(200)))
         finally:
-            await mesh.aclose()
+            await _close_loop_pools(mesh)
 
     results = asyncio.run(many())
     errors: list[BaseException] = []
