@@ -192,6 +192,10 @@ class StorageConfig(_Section):
 
 class ObservabilityConfig(_Section):
     logger: str = "modelmesh"
+    tracing: Literal["auto", "on", "off"] = "auto"
+    """OpenTelemetry spans: ``auto`` when opentelemetry-api is installed."""
+    metrics: Literal["auto", "on", "off"] = "auto"
+    """Prometheus metrics: ``auto`` when prometheus-client is installed."""
 
 
 class MeshConfig(_Section):

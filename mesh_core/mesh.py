@@ -22,6 +22,7 @@ from .errors import MeshClosedError, ModelMeshError, ProviderError, UnknownPoolE
 from .evaluators import DeactivationReason
 from .events import EventEmitter, EventHandler, EventType
 from .logs import attach_logging
+from .metrics import attach_metrics
 from .persistence import StateKeeper
 from .pool import CapabilityPool, Model
 from .providers import Provider, Timeouts, create_provider
@@ -30,6 +31,7 @@ from .routing import Call, Flight, Outcome, Sleep, stream_ended_early
 from .state import ModelSnapshot
 from .stores import open_store
 from .streaming import StreamRelay
+from .tracing import Tracing
 from .types import CompletionChunk, CompletionRequest, CompletionResponse
 
 __all__ = ["InvalidRequestError", "Mesh"]
@@ -110,6 +112,8 @@ class Mesh:
         )
         self._keeper.restore()
         attach_logging(self.events, logging.getLogger(config.observability.logger))
+        self._router.tracing = Tracing(config.observability.tracing)
+        attach_metrics(self.events, config.observability.metrics)
         self._router.keeper = self._keeper
         self._closed = False
 

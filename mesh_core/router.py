@@ -32,6 +32,7 @@ from .pool import CapabilityPool, Model
 from .providers.base import Provider, Timeouts
 from .providers.wire import RateLimitInfo
 from .state import ACTIVE
+from .tracing import Tracing
 from .types import CompletionRequest, Usage
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class Router:
         self.clock = clock
         self.lock = lock
         self.keeper: StateKeeper | None = None
+        self.tracing = Tracing("off")
         self._rng = random.Random()
 
     # --- selection ------------------------------------------------------------

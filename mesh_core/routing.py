@@ -73,9 +73,23 @@ class Flight:
         self.request = request
         self.stream = stream
         self.attempts: list[Attempt] = []
+        self.span: Any = None
 
     def plan(self) -> Generator[Effect, Outcome | None, Any]:
         """Yield effects until a model answers. Returns ``(model, reply, latency)``."""
+        self.span = self.router.tracing.start_request(self.pool.name, self.request)
+        try:
+            return (yield from self._attempts())
+        except BaseException as exc:
+            self.end_span(error=exc)
+            raise
+
+    def end_span(self, **fields: Any) -> None:
+        """End the request's span once (response, end of stream, or error)."""
+        span, self.span = self.span, None
+        self.router.tracing.end_request(span, **fields)
+
+    def _attempts(self) -> Generator[Effect, Outcome | None, Any]:
         router, pool, request = self.router, self.pool, self.request
         if router.keeper is not None:
             router.keeper.refresh()
@@ -119,14 +133,19 @@ class Flight:
                     self._timeouts(model),
                     self.stream,
                 )
+                span = router.tracing.start_attempt(
+                    self.span, model.id, model.provider_id, model.name, len(self.attempts) + 1
+                )
                 start = time.perf_counter()
                 try:
                     outcome = yield call
-                except GeneratorExit:
+                except GeneratorExit as exc:
+                    router.tracing.end_attempt(span, exc)
                     router.release(model)
                     raise
                 latency = time.perf_counter() - start
                 err = outcome.error if outcome is not None else None
+                router.tracing.end_attempt(span, err)
                 if err is None:
                     self.attempts.append(Attempt(model.id, model.provider_id, "success", latency))
                     return model, outcome.value, latency  # type: ignore[union-attr]
@@ -205,7 +224,7 @@ class Flight:
         usage, cost = self.router.succeeded(
             self.pool, model, parsed.usage, latency, reply.rate_limits
         )
-        return CompletionResponse(
+        response = CompletionResponse(
             id=parsed.id,
             model=model.id,
             provider=model.provider_id,
@@ -219,6 +238,8 @@ class Flight:
             cost=cost,
             created=parsed.created,
         )
+        self.end_span(model=model.id, usage=usage, finish_reason=parsed.finish_reason)
+        return response
 
 
 def stream_ended_early(model: Model) -> ProviderError:

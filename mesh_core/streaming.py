@@ -109,6 +109,7 @@ class StreamRelay:
         usage, cost = self.flight.router.succeeded(
             self.flight.pool, self.model, usage, latency, self.stream.rate_limits
         )
+        self.flight.end_span(model=self.model.id, usage=usage, finish_reason=self._finish)
         return CompletionChunk(
             finish_reason=self._finish,
             usage=usage,
@@ -131,6 +132,7 @@ class StreamRelay:
             self._settled = True
             latency = time.perf_counter() - self._start
             flight.router.failed(flight.pool, model, err, latency, tries=10**6)
+        flight.end_span(error=err)
         flight.router.emitter.emit(
             EventType.STREAM_INTERRUPTED,
             model_id=model.id,
@@ -153,3 +155,4 @@ class StreamRelay:
         if not self._settled:
             self._settled = True
             self.flight.router.release(self.model)
+        self.flight.end_span(model=self.model.id)  # the consumer stopped early

@@ -1,0 +1,119 @@
+"""OpenTelemetry spans (GenAI conventions) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
+
+from mesh_core import Mesh
+from mesh_core.errors import ContentPolicyError
+from mesh_core.testing import faults
+from tests.conftest import config_for
+
+EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _provider():
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    trace.set_tracer_provider(provider)
+    yield
+
+
+@pytest.fixture
+def spans():
+    EXPORTER.clear()
+    return EXPORTER
+
+
+def test_a_span_per_request_and_a_child_per_attempt(servers, spans):
+    mesh = Mesh.from_config(config_for(servers, pool={"retry": {"max_attempts": 1}}))
+    servers[0].set("m1", faults.server_error(503))
+    mesh.complete("chat", "hi", temperature=0.5)
+    finished = spans.get_finished_spans()
+    request = next(s for s in finished if s.name == "chat chat")
+    attempts = [s for s in finished if s.parent and s.parent.span_id == request.context.span_id]
+    assert [s.name for s in attempts] == ["chat m1", "chat m2"]
+    assert attempts[0].attributes["error.type"] == "server_error"
+    assert attempts[0].status.status_code == trace.StatusCode.ERROR
+    assert attempts[1].attributes["gen_ai.provider.name"] == "p2"
+    assert request.attributes["gen_ai.operation.name"] == "chat"
+    assert request.attributes["gen_ai.request.temperature"] == 0.5
+    assert request.attributes["gen_ai.response.model"] == "p2.m2"
+    assert request.attributes["gen_ai.usage.output_tokens"] > 0
+    assert request.kind == trace.SpanKind.CLIENT
+    mesh.close()
+
+
+def test_streams_and_errors_end_their_spans(servers, spans):
+    mesh = Mesh.from_config(config_for(servers))
+    list(mesh.stream("chat", "hi"))
+    servers[0].set("m1", faults.content_policy())
+    with pytest.raises(ContentPolicyError):
+        mesh.complete("chat", "bad")
+    requests = [s for s in spans.get_finished_spans() if s.name == "chat chat"]
+    assert len(requests) == 2
+    assert requests[0].attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert requests[1].attributes["error.type"] == "content_policy"
+    mesh.close()
+
+
+def test_tracing_can_be_turned_off(servers, spans):
+    cfg = config_for(servers)
+    cfg["observability"] = {"tracing": "off"}
+    mesh = Mesh.from_config(cfg)
+    mesh.complete("chat", "hi")
+    assert spans.get_finished_spans() == ()
+    mesh.close()
+
+
+def sample(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_prometheus_metrics(servers):
+    before = {
+        "ok": sample("modelmesh_attempts_total", pool="chat", model="p2.m2", outcome="success"),
+        "bad": sample(
+            "modelmesh_attempts_total", pool="chat", model="p1.m1", outcome="server_error"
+        ),
+        "off": sample("modelmesh_deactivations_total", model="p1.m1", reason="error_threshold"),
+        "lat": sample("modelmesh_request_latency_seconds_count", pool="chat", model="p2.m2"),
+    }
+    mesh = Mesh.from_config(
+        config_for(
+            servers,
+            pool={"deactivation": {"retry_limit": 1}, "retry": {"max_attempts": 1}},
+            models={"p2.m2": {"pricing": {"per_request": 0.25}}},
+        )
+    )
+    servers[0].set("m1", faults.server_error(503))
+    mesh.complete("chat", "hi")
+    mesh.complete("chat", "hi")
+    assert (
+        sample("modelmesh_attempts_total", pool="chat", model="p2.m2", outcome="success")
+        - before["ok"]
+        == 2
+    )
+    assert (
+        sample("modelmesh_attempts_total", pool="chat", model="p1.m1", outcome="server_error")
+        - before["bad"]
+        == 1
+    )
+    assert (
+        sample("modelmesh_deactivations_total", model="p1.m1", reason="error_threshold")
+        - before["off"]
+        == 1
+    )
+    assert (
+        sample("modelmesh_request_latency_seconds_count", pool="chat", model="p2.m2")
+        - before["lat"]
+        == 2
+    )
+    assert sample("modelmesh_cost_usd_total", pool="chat", model="p2.m2") >= 0.5
+    mesh.close()
