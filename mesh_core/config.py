@@ -172,6 +172,10 @@ class PoolConfig(_Section):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     wait_for_recovery: Duration = 0.0
     """When every model is in standby, wait up to this long for one to recover."""
+    stream_recovery: Literal["raise", "continue"] = "raise"
+    """A stream cut after its first token: raise StreamInterruptedError, or continue on the
+    next model with the partial answer as an assistant prefill (restarting cleanly when
+    that model rejects prefill)."""
 
 
 class StorageConfig(_Section):

@@ -18,7 +18,15 @@ from typing import Any
 from .assembly import build_model, build_pools, capability_tree
 from .clock import Clock, SystemClock
 from .config import MeshConfig, load_config
-from .errors import MeshClosedError, ModelMeshError, ProviderError, UnknownPoolError
+from .errors import (
+    BadRequestError,
+    MeshClosedError,
+    ModelMeshError,
+    ProviderError,
+    RoutingError,
+    StreamInterruptedError,
+    UnknownPoolError,
+)
 from .evaluators import DeactivationReason
 from .events import EventEmitter, EventHandler, EventType
 from .logs import attach_logging
@@ -30,7 +38,7 @@ from .router import PoolSettings, Router
 from .routing import Call, Flight, Outcome, Sleep, stream_ended_early
 from .state import ModelSnapshot
 from .stores import open_store
-from .streaming import StreamRelay
+from .streaming import StreamRecovery, StreamRelay
 from .tracing import Tracing
 from .types import CompletionChunk, CompletionRequest, CompletionResponse
 
@@ -86,7 +94,8 @@ class Mesh:
             for mid, m in config.models.items()
         }
         settings = {
-            pid: PoolSettings(p.retry, p.wait_for_recovery) for pid, p in config.pools.items()
+            pid: PoolSettings(p.retry, p.wait_for_recovery, p.stream_recovery)
+            for pid, p in config.pools.items()
         }
         self._router = Router(
             models=self.models,
@@ -277,10 +286,35 @@ class Mesh:
         **params: Any,
     ) -> Iterator[CompletionChunk]:
         """Stream an answer. Failover is transparent until the first token; the last
-        chunk carries ``finish_reason``, ``usage`` and ``attempts``."""
+        chunk carries ``finish_reason``, ``usage`` and ``attempts``. A break after the
+        first token raises StreamInterruptedError, or with ``stream_recovery: continue``
+        goes on elsewhere (see :class:`~mesh_core.streaming.StreamRecovery`)."""
         flight = self._flight(pool, messages, request, params, stream=True)
-        model, (pstream, head), _ = _drive(flight.plan())
-        return iter(StreamRelay(flight, model, pstream, head))
+        opened = _drive(flight.plan())
+        return self._relay(flight, opened)
+
+    def _relay(self, flight: Flight, opened: Any) -> Iterator[CompletionChunk]:
+        recovery, flags = StreamRecovery(flight), {}
+        while True:
+            model, (pstream, head), _ = opened
+            try:
+                for chunk in StreamRelay(recovery.flight, model, pstream, head):
+                    flags = _flag(chunk, flags)
+                    recovery.delivered(chunk)
+                    yield chunk
+                return
+            except StreamInterruptedError as err:
+                nxt, flags = recovery.after_break(err)
+                try:
+                    opened = _drive(nxt.plan())
+                except BadRequestError:  # this model takes no prefill: start over
+                    nxt, flags = recovery.restart()
+                    try:
+                        opened = _drive(nxt.plan())
+                    except RoutingError:
+                        raise err from None
+                except RoutingError:
+                    raise err from None
 
     async def astream(
         self,
@@ -292,9 +326,28 @@ class Mesh:
     ) -> AsyncIterator[CompletionChunk]:
         """Async :meth:`stream`."""
         flight = self._flight(pool, messages, request, params, stream=True)
-        model, (pstream, head), _ = await _adrive(flight.plan())
-        async for chunk in StreamRelay(flight, model, pstream, head):
-            yield chunk
+        opened = await _adrive(flight.plan())
+        recovery, flags = StreamRecovery(flight), {}
+        while True:
+            model, (pstream, head), _ = opened
+            try:
+                async for chunk in StreamRelay(recovery.flight, model, pstream, head):
+                    flags = _flag(chunk, flags)
+                    recovery.delivered(chunk)
+                    yield chunk
+                return
+            except StreamInterruptedError as err:
+                nxt, flags = recovery.after_break(err)
+                try:
+                    opened = await _adrive(nxt.plan())
+                except BadRequestError:
+                    nxt, flags = recovery.restart()
+                    try:
+                        opened = await _adrive(nxt.plan())
+                    except RoutingError:
+                        raise err from None
+                except RoutingError:
+                    raise err from None
 
     # --- state and shutdown -------------------------------------------------------
     def save_state(self) -> None:
@@ -348,6 +401,13 @@ class Mesh:
 
 
 # --- the drivers ------------------------------------------------------------------------
+
+
+def _flag(chunk: CompletionChunk, flags: dict[str, Any]) -> dict[str, Any]:
+    """Put the recovery flags on the first chunk after a break; returns the flags left."""
+    for key, value in flags.items():
+        setattr(chunk, key, value)
+    return {}
 
 
 def _drive(plan: Generator[Any, Outcome | None, Any]) -> Any:

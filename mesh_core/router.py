@@ -47,6 +47,7 @@ class PoolSettings:
 
     retry: RetryConfig = field(default_factory=RetryConfig)
     wait_for_recovery: float = 0.0
+    stream_recovery: str = "raise"
 
 
 FAILOVER = -1.0

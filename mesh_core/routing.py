@@ -66,13 +66,21 @@ class Flight:
     """One request's journey through a pool. ``plan`` is the whole failover loop."""
 
     def __init__(
-        self, router: Router, pool: CapabilityPool, request: CompletionRequest, *, stream: bool
+        self,
+        router: Router,
+        pool: CapabilityPool,
+        request: CompletionRequest,
+        *,
+        stream: bool,
+        exclude: set[str] | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> None:
         self.router = router
         self.pool = pool
         self.request = request
         self.stream = stream
-        self.attempts: list[Attempt] = []
+        self.attempts: list[Attempt] = list(attempts or ())
+        self.initial_exclude: set[str] = set(exclude or ())
         self.span: Any = None
 
     def plan(self) -> Generator[Effect, Outcome | None, Any]:
@@ -97,7 +105,7 @@ class Flight:
             pool.total_requests += 1
         eligible = router.eligibility(pool, request)
         max_attempts = None if request.max_retries is None else request.max_retries + 1
-        exclude: set[str] = set()
+        exclude: set[str] = set(self.initial_exclude)
         last_error: BaseException | None = None
         previous: Model | None = None
         waited = 0.0

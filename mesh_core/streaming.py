@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 from .errors import ErrorKind, ProviderError, StreamInterruptedError, provider_error
 from .events import EventType
@@ -19,9 +20,9 @@ from .needs import estimate_tokens
 from .pool import Model
 from .providers.base import AsyncProviderStream, ProviderStream
 from .routing import Flight
-from .types import CompletionChunk, Usage
+from .types import Attempt, CompletionChunk, Usage
 
-__all__ = ["StreamRelay"]
+__all__ = ["StreamRecovery", "StreamRelay"]
 
 
 class StreamRelay:
@@ -156,3 +157,67 @@ class StreamRelay:
             self._settled = True
             self.flight.router.release(self.model)
         self.flight.end_span(model=self.model.id)  # the consumer stopped early
+
+
+class StreamRecovery:
+    """What follows a stream that broke after its first token (``stream_recovery``), sans I/O.
+
+    ``raise`` (default): the StreamInterruptedError goes to the caller. ``continue``: the
+    next model is asked to go on from the text delivered so far, sent as an assistant
+    prefill, and the first chunk it sends carries ``continued_from``; a model that rejects
+    prefill (400), or a break inside a tool call, starts the answer over instead, and its
+    first chunk carries ``restarted``. When no model is left, the original error is raised.
+    """
+
+    def __init__(self, flight: Flight) -> None:
+        self.flight = flight
+        self.mode = flight.router.settings[flight.pool.name].stream_recovery
+        self.text: list[str] = []
+        self.tool_calls = False
+        self.exclude: set[str] = set()
+
+    def delivered(self, chunk: CompletionChunk) -> None:
+        self.text.append(chunk.content)
+        self.tool_calls = self.tool_calls or bool(chunk.tool_call_deltas)
+
+    def after_break(self, err: StreamInterruptedError) -> tuple[Flight, dict[str, object]]:
+        """The flight to run next and the flags for its first chunk (raises ``err`` in
+        ``raise`` mode)."""
+        if self.mode != "continue":
+            raise err
+        old = self.flight
+        self.exclude.add(err.model_id or "")
+        old.attempts.append(
+            Attempt(
+                err.model_id or "",
+                err.provider_id or "",
+                "stream_interrupted",
+                0.0,
+                error=str(err)[:200],
+            )
+        )
+        if self.tool_calls or not "".join(self.text):
+            return self.restart()
+        request = old.request
+        prefill = [*request.messages, {"role": "assistant", "content": "".join(self.text)}]
+        self.flight = Flight(
+            old.router,
+            old.pool,
+            replace(request, messages=prefill),
+            stream=True,
+            exclude=self.exclude,
+            attempts=old.attempts,
+        )
+        return self.flight, {"continued_from": err.model_id}
+
+    def restart(self) -> tuple[Flight, dict[str, object]]:
+        """Start the answer over on another model (without a prefill)."""
+        old = self.flight
+        original = old.request
+        if original.messages and original.messages[-1].get("role") == "assistant" and self.text:
+            original = replace(original, messages=original.messages[:-1])
+        self.text, self.tool_calls = [], False
+        self.flight = Flight(
+            old.router, old.pool, original, stream=True, exclude=self.exclude, attempts=old.attempts
+        )
+        return self.flight, {"restarted": True}

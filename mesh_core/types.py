@@ -150,6 +150,12 @@ class CompletionChunk:
     pool: str | None = None
     attempts: list[Attempt] | None = None
     cost: float | None = None
+    continued_from: str | None = None
+    """Set on the first chunk after a stream broke and resumed on another model from the
+    partial answer (``stream_recovery: continue``): the model whose stream broke."""
+    restarted: bool = False
+    """Set on the first chunk of an answer started over on another model (it rejected the
+    prefill): discard everything received before this chunk."""
 
     @property
     def has_token(self) -> bool:

@@ -77,10 +77,14 @@ def to_ai_chunk(chunk: CompletionChunk) -> AIMessageChunk:
         for d in chunk.tool_call_deltas
     ]
     if chunk.finish_reason is None:
+        metadata: dict[str, Any] = {"model_provider": PROVIDER}
+        if chunk.continued_from or chunk.restarted:  # stream_recovery: continue
+            metadata["mesh"] = {
+                "continued_from": chunk.continued_from,
+                "restarted": chunk.restarted,
+            }
         return AIMessageChunk(
-            content=chunk.content,
-            tool_call_chunks=tool_chunks,
-            response_metadata={"model_provider": PROVIDER},
+            content=chunk.content, tool_call_chunks=tool_chunks, response_metadata=metadata
         )
     return AIMessageChunk(
         content=chunk.content,

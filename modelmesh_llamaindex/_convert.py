@@ -149,6 +149,8 @@ class StreamAccumulator:
         self.calls: dict[int, dict[str, Any]] = {}
 
     def add(self, chunk: CompletionChunk) -> ChatResponse:
+        if chunk.restarted:  # the mesh started the answer over on another model
+            self.content, self.calls = "", {}
         self.content += chunk.content
         for d in chunk.tool_call_deltas:
             call = self.calls.setdefault(
@@ -163,6 +165,8 @@ class StreamAccumulator:
                 call["function"]["arguments"] += d.arguments
         calls = [self.calls[i] for i in sorted(self.calls)]
         extra: dict[str, Any] = {"model": chunk.model}
+        if chunk.continued_from or chunk.restarted:
+            extra |= {"continued_from": chunk.continued_from, "restarted": chunk.restarted}
         raw: dict[str, Any] = {"model": chunk.model, "pool": chunk.pool}
         if chunk.finish_reason is not None:
             extra |= {"finish_reason": chunk.finish_reason, **_token_counts(chunk.usage)}

@@ -54,6 +54,8 @@ class Behaviour:
     omit_done: bool = False
     chunk_delay: float = 0.0
     """Streaming: pause between chunks."""
+    reject_prefill: bool = False
+    """Answer 400 to a request that ends with an assistant message (no prefill support)."""
 
     def with_headers(self, **headers: str) -> Behaviour:
         """This behaviour with extra reply headers (``x_ratelimit_remaining_requests="3"``)."""

@@ -9,6 +9,7 @@ and demos of chains, tools and structured output get replies of the right shape.
   from its JSON schema: integers and quoted strings are taken from the prompt.
 * With ``response_format``: a JSON object built from the schema (or from the keys
   the prompt quotes, in JSON mode).
+* After an assistant message (a prefill): the rest of the answer, past the prefix.
 * Otherwise: ``Hello from {model}. You said: {prompt}``.
 Stop sequences cut the text as a real server would.
 """
@@ -58,6 +59,11 @@ def scripted_answer(model: str, body: dict[str, Any]) -> tuple[str, list[dict[st
         (m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {}
     )
     prompt = _text(user)
+    if last.get("role") == "assistant" and last.get("content") and not last.get("tool_calls"):
+        # An assistant prefill: continue the answer after the prefix it gives.
+        prefix = _text(last)
+        text, _ = scripted_answer(model, {**body, "messages": messages[:-1]})
+        return text[len(prefix) :], []
     if last.get("role") == "tool":
         return _stop(f"The tool returned: {_text(last)}", body), []
     tools = [t for t in body.get("tools") or () if isinstance(t, dict) and "function" in t]

@@ -339,6 +339,20 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         behaviour, rl_headers = owner._next(model)
+        last = body["messages"][-1] if body["messages"] else {}
+        if behaviour.reject_prefill and isinstance(last, dict) and last.get("role") == "assistant":
+            rec.behaviour = "status:400"
+            owner._record(rec)
+            self._json(
+                400,
+                {
+                    "error": {
+                        "message": "assistant prefill is not supported",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
+            return
         headers = {**rl_headers, **behaviour.headers}
         if behaviour.delay:
             owner._wait(behaviour.delay)

@@ -1,0 +1,81 @@
+"""stream_recovery: continue — a stream cut after its first token goes on elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from mesh_core.errors import StreamInterruptedError
+from mesh_core.testing import faults
+from tests.conftest import MODES, stream
+
+CONTINUE = {"strategy": "priority-selection", "stream_recovery": "continue"}
+
+
+@MODES
+def test_continues_on_the_next_model_from_the_partial_answer(make_mesh, servers, mode):
+    mesh = make_mesh(n=3, pool=CONTINUE)
+    servers[0].set("m1", faults.cut(after=3))
+    chunks = stream(mesh, mode, "chat", "hi")
+    text = "".join(c.content for c in chunks)
+    assert text == "Hello from m1. You said: hi"  # m1's start, m2's continuation
+    flagged = [c for c in chunks if c.continued_from]
+    assert len(flagged) == 1 and flagged[0].continued_from == "p1.m1"
+    assert not any(c.restarted for c in chunks)
+    last = chunks[-1]
+    assert last.finish_reason == "stop" and last.model == "p2.m2"
+    assert [(a.model_id, a.outcome) for a in last.attempts] == [
+        ("p1.m1", "success"),
+        ("p1.m1", "stream_interrupted"),
+        ("p2.m2", "success"),
+    ]
+    sent = servers[1].requests[-1].body["messages"]
+    assert sent[-1] == {"role": "assistant", "content": "Hello from m1."}
+
+
+@MODES
+def test_a_model_rejecting_prefill_starts_over_and_says_so(make_mesh, servers, mode):
+    mesh = make_mesh(n=3, pool=CONTINUE)
+    servers[0].set("m1", faults.cut(after=3))
+    servers[1].set("m2", faults.ok(reject_prefill=True))
+    chunks = stream(mesh, mode, "chat", "hi")
+    restarted = [i for i, c in enumerate(chunks) if c.restarted]
+    assert len(restarted) == 1
+    after = "".join(c.content for c in chunks[restarted[0] :])
+    assert after == "Hello from m2. You said: hi"  # a whole answer, from the restart on
+    assert servers[1].requests[-1].body["messages"][-1]["role"] == "user"
+
+
+@MODES
+def test_with_no_model_left_the_break_is_raised(make_mesh, servers, mode):
+    mesh = make_mesh(n=1, pool=CONTINUE)
+    servers[0].set("m1", faults.cut(after=3))
+    with pytest.raises(StreamInterruptedError) as ei:
+        stream(mesh, mode, "chat", "hi")
+    assert ei.value.partial_text == "Hello from m1."
+
+
+def test_the_default_still_raises(make_mesh, servers):
+    mesh = make_mesh(n=2, pool={"strategy": "priority-selection"})
+    servers[0].set("m1", faults.cut(after=3))
+    with pytest.raises(StreamInterruptedError):
+        list(mesh.stream("chat", "hi"))
+    assert servers[1].count() == 0
+
+
+def test_adapters_surface_continuations_and_restarts(make_mesh, servers):
+    from llama_index.core.base.llms.types import ChatMessage
+
+    from modelmesh_langchain import MeshChatModel
+    from modelmesh_llamaindex import MeshLLM
+
+    mesh = make_mesh(n=3, pool=CONTINUE)
+    servers[0].set("m1", faults.cut(after=3))
+    chunks = list(MeshChatModel(pool="chat", config=mesh).stream("hi"))
+    assert "".join(c.content for c in chunks) == "Hello from m1. You said: hi"
+    assert any(c.response_metadata.get("mesh", {}).get("continued_from") == "p1.m1" for c in chunks)
+    servers[1].set("m2", faults.ok(reject_prefill=True))
+    responses = list(
+        MeshLLM(pool="chat", config=mesh).stream_chat([ChatMessage(role="user", content="hi")])
+    )
+    assert responses[-1].message.content == "Hello from m2. You said: hi"  # restarted cleanly
+    assert any(r.additional_kwargs.get("restarted") for r in responses)
