@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from itertools import repeat
-from operator import add, attrgetter
+from operator import attrgetter
 from typing import Any
 
 from ..state import ModelSnapshot
@@ -15,7 +14,6 @@ from .base import BalanceMode, SelectionResult, SelectionStrategy, StrategyOptio
 __all__ = ["LoadBalancedStrategy"]
 
 _ID = attrgetter("model_id")
-_REMAINING = attrgetter("requests_remaining")
 
 
 class LoadBalancedStrategy(SelectionStrategy):
@@ -25,15 +23,22 @@ class LoadBalancedStrategy(SelectionStrategy):
     headers: in ``relative`` mode (default) remaining / limit, in ``absolute``
     mode the remaining request count. A model without headroom data gets the
     median weight of those with data, so with no data at all the distribution is
-    equal. Requests are then dealt by smooth weighted round-robin: deterministic,
-    exact in proportion over any window, ties to pool order.
+    equal. Requests are dealt by stride scheduling: each model holds a *pass*; the
+    lowest pass is chosen (ties to pool order) and advances by 1 / weight. That is
+    deterministic and exact in proportion, and a pick touches one model, so it
+    stays cheap at thousands of models. A model seen for the first time, or back
+    from standby, starts at the current pass rather than claiming a burst.
     """
 
     strategy_id = "modelmesh.load-balanced.v1"
 
     def __init__(self, options: StrategyOptions | None = None) -> None:
         super().__init__(options)
-        self._current: dict[str, float] = {}
+        self._pass: dict[str, float] = {}
+        self._aligned: tuple[Sequence[ModelSnapshot], list[str], list[float]] | None = None
+        """The last candidate list with its ids and passes, slot for slot."""
+        self._now = 0.0
+        """The pass of the last pick: passes of models present all along never fall below."""
 
     def weight(self, c: ModelSnapshot) -> float | None:
         """Headroom weight of one candidate, or None without data."""
@@ -49,35 +54,55 @@ class LoadBalancedStrategy(SelectionStrategy):
         self, candidates: Sequence[ModelSnapshot], request: CompletionRequest
     ) -> SelectionResult:
         self._require(candidates)
-        # The per-candidate work runs in C (map, operator.add, dict.update): this is O(n)
-        # per request, and must stay cheap at thousands of models.
-        remaining = list(map(_REMAINING, candidates))
-        if remaining.count(None) == len(remaining):
-            weights: list[float] = [1.0] * len(candidates)  # no data at all: equal shares
+        passes = self._pass
+        cached = self._aligned
+        if (
+            cached is not None
+            and cached[0] is candidates
+            and len(cached[1]) == len(candidates)
+            and cached[1][-1] == candidates[-1].model_id
+        ):
+            # The pool's own candidate list: same models in the same slots as last time.
+            ids, current = cached[1], cached[2]
         else:
-            raw = list(map(self.weight, candidates))
-            known = [w for w in raw if w is not None]
-            default = statistics.median(known) if known else 1.0
-            weights = [default if w is None else w for w in raw]
-        total = sum(weights)
-        if total <= 0:  # nobody has headroom: share equally rather than stall
-            weights = [1.0] * len(weights)
-            total = float(len(weights))
-        current = self._current
-        ids = list(map(_ID, candidates))
-        updated = list(map(add, map(current.get, ids, repeat(0.0)), weights))
-        current.update(zip(ids, updated))
-        best = max(updated)
-        i = updated.index(best)
-        current[ids[i]] = best - total
-        return self._result(candidates[i], weights[i] / total, "weighted share")
+            ids = list(map(_ID, candidates))
+            current = list(map(passes.get, ids))
+        if None in current:  # models seen for the first time start at the current pass
+            known = [p for p in current if p is not None]
+            start = max(min(known), self._now) if known else self._now
+            for mid, p in zip(ids, current):
+                if p is None:
+                    passes[mid] = start
+            current = list(map(passes.__getitem__, ids))
+        while True:
+            best = min(current)
+            i = current.index(best)
+            if best >= self._now:
+                break
+            passes[ids[i]] = current[i] = self._now  # back from standby: no catch-up burst
+        chosen = candidates[i]
+        weight = self._weight_of(chosen, candidates)
+        passes[ids[i]] = current[i] = best + 1.0 / weight
+        self._now = best
+        self._aligned = (candidates, ids, current)
+        return self._result(chosen, weight, "weighted share")
+
+    def _weight_of(self, chosen: ModelSnapshot, candidates: Sequence[ModelSnapshot]) -> float:
+        weight = self.weight(chosen)
+        if weight is None:  # no data for this one: the median of those with data
+            known = [w for w in map(self.weight, candidates) if w is not None]
+            weight = statistics.median(known) if known else 1.0
+        floor = 1.0 if self.options.balance_mode is BalanceMode.ABSOLUTE else 0.01
+        return max(weight, floor)  # no headroom: picked rarely, never starved for good
 
     def score(self, candidate: ModelSnapshot, request: CompletionRequest) -> float:
         w = self.weight(candidate)
         return 0.0 if w is None else w
 
     def export_state(self) -> dict[str, Any]:
-        return {"current": dict(self._current)}
+        return {"passes": dict(self._pass), "now": self._now}
 
     def import_state(self, data: Mapping[str, Any]) -> None:
-        self._current = {k: float(v) for k, v in data.get("current", {}).items()}
+        self._pass = {k: float(v) for k, v in data.get("passes", {}).items()}
+        self._aligned = None
+        self._now = float(data.get("now", 0.0))
