@@ -52,6 +52,8 @@ def _message(e: Event) -> str:
 
 def attach_logging(emitter: EventEmitter, logger: logging.Logger) -> None:
     """Log the mesh's events on ``logger`` (see the module docstring for the levels)."""
+    if not logger.handlers:  # a library logs only where the application says (no lastResort)
+        logger.addHandler(logging.NullHandler())
 
     def log(e: Event) -> None:
         level = _LEVELS.get(e.event_type, logging.DEBUG)
