@@ -128,18 +128,30 @@ def test_soak():
     elapsed = time.perf_counter() - t0
 
     assert len(outcomes) == 900 + 8 * 75
-    assert all(seconds < DEADLINE for _, seconds in outcomes)
+    slowest = max(seconds for _, seconds in outcomes)
+    assert slowest < DEADLINE, slowest
     cut = sum(kind == "cut" for kind, _ in outcomes)
     assert cut < len(outcomes) * 0.2  # only mid-stream breaks may fail
     for i, server in enumerate(servers):
         model = mesh.model(f"p{i + 1}.m{i + 1}")
         assert model.in_flight == 0
-        assert model.state.total_requests == server.count(), (model.id, server.count())
+        assert model.state.total_requests == server.count(), (
+            model.id,
+            model.state.total_requests,
+            server.count(),
+            server.requests[-3:],
+        )
     mesh.close()
     for s in servers:
         s.stop()
-    gc.collect()
-    time.sleep(0.3)  # handler threads notice their closed sockets
-    assert threading.active_count() <= threads_before
+    # Handler threads notice their closed sockets in their own time (longer on a loaded
+    # machine); a real leak never goes back, so wait for the counts, boundedly.
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        gc.collect()
+        if threading.active_count() <= threads_before and open_fds() <= fds_before:
+            break
+        time.sleep(0.05)
+    assert threading.active_count() <= threads_before, threading.enumerate()
     assert open_fds() <= fds_before
     print(f"soak: {len(outcomes)} requests in {elapsed:.1f}s, {cut} cut streams")
