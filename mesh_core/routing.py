@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import (
     AllProvidersExhaustedError,
@@ -28,9 +28,6 @@ from .pool import CapabilityPool, Model
 from .providers.base import Provider, ProviderReply, Timeouts
 from .router import RAISE, Router
 from .types import Attempt, CompletionRequest, CompletionResponse
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Call", "Flight", "Outcome", "Sleep"]
 
