@@ -61,12 +61,23 @@ def attach_metrics(emitter: EventEmitter, mode: str = "auto") -> bool:
             ) from None
         return False
 
+    children: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+
     def success(e: Event) -> None:
-        labels = (e.pool_id or "", e.model_id or "")
-        m["attempts"].labels(*labels, "success").inc()
-        m["latency"].labels(*labels).observe(e.metadata.get("latency", 0.0))
-        m["tokens"].labels(*labels).inc(e.metadata.get("tokens", 0))
-        m["cost"].labels(*labels).inc(e.metadata.get("cost", 0.0))
+        key = (e.pool_id or "", e.model_id or "")
+        c = children.get(key)
+        if c is None:  # resolving labels is the slow part: once per pool and model
+            c = children[key] = (
+                m["attempts"].labels(*key, "success"),
+                m["latency"].labels(*key),
+                m["tokens"].labels(*key),
+                m["cost"].labels(*key),
+            )
+        meta = e.metadata
+        c[0].inc()
+        c[1].observe(meta.get("latency", 0.0))
+        c[2].inc(meta.get("tokens", 0))
+        c[3].inc(meta.get("cost", 0.0))
 
     def failure(e: Event) -> None:
         m["attempts"].labels(e.pool_id or "", e.model_id or "", e.metadata.get("kind")).inc()

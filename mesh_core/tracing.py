@@ -6,8 +6,9 @@ One span per request (``chat {pool}``) and a child span per attempt
 ``gen_ai.response.finish_reasons``, ``gen_ai.usage.input_tokens`` /
 ``output_tokens`` and ``error.type``, plus the mesh's own ``modelmesh.*``
 attributes (pool, attempt number, outcome). Active when ``opentelemetry-api`` is
-installed and ``observability.tracing`` is not ``off``; otherwise every hook is a
-``None`` check.
+installed, a tracer provider is configured (checked per request, so one set up after
+the mesh counts) and ``observability.tracing`` is not ``off``; otherwise every hook is
+a ``None`` check.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Tracing:
             return
         self._trace = trace
         self._tracer = trace.get_tracer("modelmesh")
+        self._always = mode == "on"
+        from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
+
+        self._noop_providers = (NoOpTracerProvider, ProxyTracerProvider)
 
     @property
     def enabled(self) -> bool:
@@ -42,6 +47,8 @@ class Tracing:
     def start_request(self, pool: str, request: CompletionRequest) -> Any:
         if self._tracer is None:
             return None
+        if not self._always and isinstance(self._trace.get_tracer_provider(), self._noop_providers):
+            return None  # no SDK configured (yet): a span would record nothing
         attrs = {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": pool,
