@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -47,6 +48,15 @@ def _map_transport_error(exc: httpx.HTTPError, timeouts: Timeouts) -> ProviderEr
     if isinstance(exc, httpx.TimeoutException):
         return provider_error(ErrorKind.TIMEOUT, f"timed out: {type(exc).__name__}")
     return provider_error(ErrorKind.CONNECTION, f"connection error: {type(exc).__name__}: {exc}")
+
+
+@lru_cache(maxsize=256)
+def _httpx_timeout(timeouts: Timeouts, read: float) -> httpx.Timeout:
+    """httpx's timeout for an attempt (cached: a model's timeouts do not change)."""
+    # Waiting for a free pooled connection is our own queue, not the provider's fault.
+    return httpx.Timeout(
+        connect=timeouts.connect, read=read, write=timeouts.connect, pool=timeouts.total
+    )
 
 
 class OpenAICompatibleProvider:
@@ -138,16 +148,9 @@ class OpenAICompatibleProvider:
         err.provider_id = self.provider_id
         return err
 
-    @staticmethod
-    def _httpx_timeout(timeouts: Timeouts, read: float) -> httpx.Timeout:
-        # Waiting for a free pooled connection is our own queue, not the provider's fault.
-        return httpx.Timeout(
-            connect=timeouts.connect, read=read, write=timeouts.connect, pool=timeouts.total
-        )
-
     def _reply(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderReply:
         if status >= 400:
-            raise self._redact(classify_error(status, headers, body))
+            raise self._error(status, headers, body)
         try:
             parsed = parse_completion(body)
         except ProviderError as err:
@@ -167,10 +170,10 @@ class OpenAICompatibleProvider:
             "POST",
             _PATH,
             json=build_payload(request, model_name, stream=stream),
-            timeout=self._httpx_timeout(timeouts, read),
+            timeout=_httpx_timeout(timeouts, read),
         )
 
-    def _stream_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+    def _error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
         return self._redact(classify_error(status, headers, body))
 
     # --- non-streaming ------------------------------------------------------------
@@ -213,7 +216,7 @@ class OpenAICompatibleProvider:
                 body = b""
             finally:
                 resp.close()
-            raise self._stream_error(resp.status_code, resp.headers, body)
+            raise self._error(resp.status_code, resp.headers, body)
         # From here the watchdog enforces first-token/stall; httpx's read timeout is a backstop.
         resp.request.extensions["timeout"]["read"] = timeouts.total
         return _SyncStream(self, resp, timer)
@@ -236,7 +239,7 @@ class OpenAICompatibleProvider:
                 body = b""
             finally:
                 await resp.aclose()
-            raise self._stream_error(resp.status_code, resp.headers, body)
+            raise self._error(resp.status_code, resp.headers, body)
         resp.request.extensions["timeout"]["read"] = timeouts.total
         return _AsyncStream(self, resp, timer)
 
