@@ -1,8 +1,10 @@
 """Per-request overhead: Mesh.complete / acomplete against a bare httpx call to the same server.
 
-Calls are interleaved (bare, mesh, bare, mesh, ...) so that drift on a shared machine
-hits both sides alike. Prints a markdown table: medians and p90s in microseconds, the
-overhead the mesh adds and the ratio to the bare call.
+Three calls are interleaved (bare httpx client, the mesh's own provider called directly,
+the whole mesh) so that drift on a shared machine hits them alike. Prints a markdown
+table: medians and p90s in microseconds, what the mesh adds to the bare call and the
+ratio, and what routing alone costs (the mesh against its own provider's call: the
+selection, bookkeeping and events around the HTTP exchange).
 
     python bench/overhead.py [--requests 3000]
 """
@@ -17,53 +19,75 @@ import httpx
 from common import MESSAGES, PAYLOAD, FastServer, machine, median, mesh_config, pct, table
 
 from mesh_core import Mesh
+from mesh_core.providers.base import Timeouts
+from mesh_core.types import CompletionRequest
 
 SIZES = (1, 10, 100, 1000)
 
 
-def sync_round(server: FastServer, size: int, n: int) -> tuple[list[float], list[float]]:
+def _direct(mesh: Mesh) -> tuple[object, tuple]:
+    """The mesh's provider and the arguments of a call straight to it (no routing)."""
+    model = mesh.model("bench.ok0")
+    request = CompletionRequest(model="p", messages=list(MESSAGES))
+    timeouts = Timeouts(connect=2.0, first_token=1.0, total=1.0)  # as in mesh_config
+    return mesh.providers["bench"], (model.name, request, timeouts)
+
+
+def sync_round(server: FastServer, size: int, n: int) -> tuple[list[float], ...]:
     models = [f"ok{i}" for i in range(size)]
-    bare, meshed = [], []
+    bare, direct, meshed = [], [], []
+    clock = time.perf_counter
     with (
         Mesh.from_config(mesh_config(server.base_url, models)) as mesh,
         httpx.Client(base_url=server.base_url) as client,
     ):
-        for _ in range(200):  # warm both connection pools
+        provider, args = _direct(mesh)
+        for _ in range(200):  # warm every connection pool
             client.post("/chat/completions", json=PAYLOAD).json()
+            provider.complete(*args)
             mesh.complete("p", MESSAGES)
         for _ in range(n):
-            t0 = time.perf_counter()
+            t0 = clock()
             client.post("/chat/completions", json=PAYLOAD).json()
-            t1 = time.perf_counter()
+            t1 = clock()
+            provider.complete(*args)
+            t2 = clock()
             mesh.complete("p", MESSAGES)
-            t2 = time.perf_counter()
+            t3 = clock()
             bare.append(t1 - t0)
-            meshed.append(t2 - t1)
-    return bare, meshed
+            direct.append(t2 - t1)
+            meshed.append(t3 - t2)
+    return bare, direct, meshed
 
 
-async def async_round(server: FastServer, size: int, n: int) -> tuple[list[float], list[float]]:
+async def async_round(server: FastServer, size: int, n: int) -> tuple[list[float], ...]:
     models = [f"ok{i}" for i in range(size)]
-    bare, meshed = [], []
+    bare, direct, meshed = [], [], []
+    clock = time.perf_counter
     mesh = Mesh.from_config(mesh_config(server.base_url, models))
+    provider, args = _direct(mesh)
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         for _ in range(200):
             (await client.post("/chat/completions", json=PAYLOAD)).json()
+            await provider.acomplete(*args)
             await mesh.acomplete("p", MESSAGES)
         for _ in range(n):
-            t0 = time.perf_counter()
+            t0 = clock()
             (await client.post("/chat/completions", json=PAYLOAD)).json()
-            t1 = time.perf_counter()
+            t1 = clock()
+            await provider.acomplete(*args)
+            t2 = clock()
             await mesh.acomplete("p", MESSAGES)
-            t2 = time.perf_counter()
+            t3 = clock()
             bare.append(t1 - t0)
-            meshed.append(t2 - t1)
+            direct.append(t2 - t1)
+            meshed.append(t3 - t2)
     await mesh.aclose()
-    return bare, meshed
+    return bare, direct, meshed
 
 
-def row(kind: str, size: int, bare: list[float], meshed: list[float]) -> list[object]:
-    b, m = median(bare) * 1e6, median(meshed) * 1e6
+def row(kind: str, size: int, bare: list[float], direct: list[float], meshed: list[float]) -> list:
+    b, d, m = median(bare) * 1e6, median(direct) * 1e6, median(meshed) * 1e6
     return [
         kind,
         size,
@@ -73,6 +97,8 @@ def row(kind: str, size: int, bare: list[float], meshed: list[float]) -> list[ob
         f"{pct(meshed, 0.9) * 1e6:.0f}",
         f"{m - b:+.0f}",
         f"{m / b:.2f}",
+        f"{d:.0f}",
+        f"{m - d:+.0f}",
     ]
 
 
@@ -98,6 +124,8 @@ def main() -> None:
                 "mesh p90 µs",
                 "added µs (median)",
                 "ratio",
+                "provider alone median µs",
+                "routing µs (mesh - provider)",
             ],
             rows,
         )

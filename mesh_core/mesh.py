@@ -122,7 +122,7 @@ class Mesh:
         self._keeper.restore()
         attach_logging(self.events, logging.getLogger(config.observability.logger))
         self._router.tracing = Tracing(config.observability.tracing)
-        attach_metrics(self.events, config.observability.metrics)
+        self._router.metrics = attach_metrics(self.events, config.observability.metrics)
         self._router.keeper = self._keeper
         self._closed = False
 
@@ -498,6 +498,8 @@ def _build_request(pool: str, messages: Any, params: dict[str, Any]) -> Completi
     for i, msg in enumerate(messages):
         if not isinstance(msg, Mapping) or not isinstance(msg.get("role"), str):
             raise InvalidRequestError(f"messages[{i}] must be a dict with a string 'role'")
+    if not params:
+        return CompletionRequest(model=pool, messages=list(messages))
     tools = params.get("tools")
     if tools is not None:
         _check_tools(tools)

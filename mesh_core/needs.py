@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .pool import Model
 from .types import CompletionRequest
 
-__all__ = ["RequestNeeds", "estimate_tokens", "needs_of"]
+__all__ = ["RequestNeeds", "estimate_tokens", "is_plain_text", "needs_of"]
 
 _CHARS_PER_TOKEN = 4
 _TOKENS_PER_MESSAGE = 4
@@ -94,3 +94,14 @@ def needs_of(request: CompletionRequest) -> RequestNeeds:
         vision=images,
         tokens=tokens + (request.max_tokens or 0),
     )
+
+
+def is_plain_text(request: CompletionRequest) -> bool:
+    """True when ``request`` needs no feature at all: text messages, no tools, no format.
+
+    The common case; it is decided without estimating tokens, so a pool whose members
+    declare no context window never pays for the estimate.
+    """
+    if request.tools or request.response_format is not None:
+        return False
+    return all(type(m.get("content")) is not list for m in request.messages)

@@ -27,7 +27,7 @@ from .errors import (
 )
 from .evaluators import DeactivationReason, counts_against_model
 from .events import EventEmitter, EventType
-from .needs import RequestNeeds, needs_of
+from .needs import RequestNeeds, is_plain_text, needs_of
 from .pool import CapabilityPool, Model
 from .providers.base import Provider, Timeouts
 from .providers.wire import RateLimitInfo
@@ -36,6 +36,7 @@ from .tracing import Tracing
 from .types import CompletionRequest, Usage
 
 if TYPE_CHECKING:
+    from .metrics import Metrics
     from .persistence import StateKeeper
 
 __all__ = ["FAILOVER", "RAISE", "PoolSettings", "Router"]
@@ -77,6 +78,7 @@ class Router:
         self.lock = lock
         self.keeper: StateKeeper | None = None
         self.tracing = Tracing("off")
+        self.metrics: Metrics | None = None
         self._rng = random.Random()
 
     # --- selection ------------------------------------------------------------
@@ -87,12 +89,16 @@ class Router:
 
         Raises NoCapableModelError, naming what ruled each model out, when none can.
         """
-        needs: RequestNeeds = needs_of(request)
         pin = request.pinned_model
+        if pin is None and is_plain_text(request):
+            smallest = pool.min_context_window
+            if smallest is None:
+                return None  # the common case, decided without looking at every member
+        needs: RequestNeeds = needs_of(request)
         if pin is None and not needs.special:
             smallest = pool.min_context_window
             if smallest is None or needs.tokens <= smallest:
-                return None  # the common case, decided without looking at every member
+                return None
         members = pool.models
         if pin is not None and not any(m.id == pin for m in members):
             raise RoutingError(
@@ -199,6 +205,8 @@ class Router:
                 pool.deactivate(model, reason, now=now)
         if keeper is not None:
             keeper.touched(model, pool)
+        if self.metrics is not None:
+            self.metrics.success(pool.name, model.id, latency, usage.total_tokens, cost)
         self.emitter.emit(
             EventType.REQUEST_SUCCESS,
             model_id=model.id,
@@ -224,6 +232,8 @@ class Router:
         """Record a failure and decide: a delay before retrying the same model (>= 0),
         ``FAILOVER`` or ``RAISE``."""
         kind = err.kind if isinstance(err, ProviderError) else ErrorKind.CONNECTION
+        if self.metrics is not None:
+            self.metrics.failure(pool.name, model.id, kind.value)
         self.emitter.emit(
             EventType.REQUEST_FAILURE,
             model_id=model.id,

@@ -6,13 +6,16 @@ One span per request (``chat {pool}``) and a child span per attempt
 ``gen_ai.response.finish_reasons``, ``gen_ai.usage.input_tokens`` /
 ``output_tokens`` and ``error.type``, plus the mesh's own ``modelmesh.*``
 attributes (pool, attempt number, outcome). Active when ``opentelemetry-api`` is
-installed, a tracer provider is configured (checked per request, so one set up after
-the mesh counts) and ``observability.tracing`` is not ``off``; otherwise every hook is
-a ``None`` check.
+installed, a tracer provider is configured and ``observability.tracing`` is not
+``off``; otherwise every hook is a ``None`` check. A provider set up after the mesh is
+picked up within a second: OpenTelemetry sets its global provider once and for all, so
+a configured one is remembered, while its absence is looked up again at most once a
+second (the lookup reads the environment, which costs more than the rest of a span hook).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .types import CompletionRequest, Usage
@@ -39,6 +42,19 @@ class Tracing:
         from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
 
         self._noop_providers = (NoOpTracerProvider, ProxyTracerProvider)
+        self._configured = False
+        self._recheck_at = 0.0
+
+    def _provider_configured(self) -> bool:
+        if self._configured:
+            return True
+        now = time.monotonic()
+        if now < self._recheck_at:
+            return False
+        self._recheck_at = now + 1.0
+        provider = self._trace.get_tracer_provider()
+        self._configured = not isinstance(provider, self._noop_providers)
+        return self._configured
 
     @property
     def enabled(self) -> bool:
@@ -47,7 +63,7 @@ class Tracing:
     def start_request(self, pool: str, request: CompletionRequest) -> Any:
         if self._tracer is None:
             return None
-        if not self._always and isinstance(self._trace.get_tracer_provider(), self._noop_providers):
+        if not self._always and not self._provider_configured():
             return None  # no SDK configured (yet): a span would record nothing
         attrs = {
             "gen_ai.operation.name": "chat",

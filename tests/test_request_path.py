@@ -179,6 +179,21 @@ def test_parameters_pass_through_to_the_provider(make_mesh, servers):
     assert body["frequency_penalty"] == 0.5
 
 
+def test_wire_headers_compression_and_unicode(servers):
+    """Provider headers are sent; gzip replies are decoded; non-ASCII text survives both ways."""
+    cfg = config_for(servers)
+    cfg["providers"]["p1"]["headers"] = {"x-team": "search"}
+    servers[0].enqueue("m1", faults.reply("naïve café ☕"))
+    with Mesh.from_config(cfg) as mesh:
+        r = mesh.complete("chat", "grüß dich")
+    rec = servers[0].requests_for("m1")[0]
+    assert rec.headers["x-team"] == "search"
+    assert "gzip" in rec.headers["accept-encoding"]  # so the server compressed its reply
+    assert rec.headers["content-type"] == "application/json"
+    assert rec.body["messages"][0]["content"] == "grüß dich"
+    assert r.content == "naïve café ☕"
+
+
 def test_pinned_model_and_unknown_names(make_mesh, servers):
     mesh = make_mesh()
     assert mesh.complete("chat", "hi", model="p2.m2").model == "p2.m2"

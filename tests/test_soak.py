@@ -58,6 +58,8 @@ def test_soak():
             "stall": "400ms",
             "total": "600ms",
         }
+    # The healthy model's generous timeouts keep a loaded machine from failing it.
+    cfg["providers"]["p4"]["timeouts"] = {"connect": "2s", "first_token": "2s", "total": "3s"}
     for i, server in enumerate(servers[:3]):  # m4 always answers
         server.enqueue(
             f"m{i + 1}",

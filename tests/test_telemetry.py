@@ -116,4 +116,35 @@ def test_prometheus_metrics(servers):
         == 2
     )
     assert sample("modelmesh_cost_usd_total", pool="chat", model="p2.m2") >= 0.5
+    list(mesh.stream("chat", "hi"))  # a streamed success counts too
+    assert (
+        sample("modelmesh_attempts_total", pool="chat", model="p2.m2", outcome="success")
+        - before["ok"]
+        == 3
+    )
     mesh.close()
+
+
+def test_prometheus_scrape_text(servers):
+    """What a Prometheus server reads: cumulative buckets ending in +Inf, _sum and _count."""
+    from prometheus_client import generate_latest
+
+    cfg = config_for(servers)
+    cfg["pools"]["scrape"] = {"models": ["p1.m1"]}
+    with Mesh.from_config(cfg) as mesh:
+        for _ in range(3):
+            mesh.complete("scrape", "hi")
+    text = generate_latest().decode()
+    labels = 'model="p1.m1",pool="scrape"'
+    buckets = [
+        line for line in text.splitlines() if line.startswith("modelmesh_request_latency_seconds_b")
+    ]
+    mine = [line for line in buckets if labels in line]
+    assert mine[0].startswith('modelmesh_request_latency_seconds_bucket{le="0.005",')
+    assert mine[-1] == f'modelmesh_request_latency_seconds_bucket{{le="+Inf",{labels}}} 3.0'
+    counts = [float(line.rsplit(" ", 1)[1]) for line in mine]
+    assert counts == sorted(counts)  # cumulative
+    assert f"modelmesh_request_latency_seconds_count{{{labels}}} 3.0" in text
+    assert 'modelmesh_attempts_total{model="p1.m1",outcome="success",pool="scrape"} 3.0' in text
+    assert "# TYPE modelmesh_attempts_total counter" in text
+    assert "# TYPE modelmesh_request_latency_seconds histogram" in text

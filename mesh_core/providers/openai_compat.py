@@ -2,14 +2,21 @@
 
 Covers OpenAI and every service that speaks its chat-completions API through
 ``base_url``: Groq, Together, OpenRouter, DeepSeek, Mistral, Ollama, vLLM,
-llama.cpp's server, LM Studio. One pooled sync client per provider, and one
-pooled async client per provider and event loop (an httpx AsyncClient cannot
-cross loops). All parsing lives in :mod:`.wire`; this module only moves bytes.
+llama.cpp's server, LM Studio. All parsing lives in :mod:`.wire`; this module
+only moves bytes.
+
+Requests go straight to an httpx *transport* (one pooled sync transport per
+provider, one async transport per provider and event loop, since an async pool
+cannot cross loops) rather than through ``httpx.Client``. A router sits on every
+call, and the client layer (URL merging, cookies, auth and redirect flows, event
+hooks) costs more per request than all of our routing while doing nothing we use:
+the URL, headers and timeouts of a model are fixed, so they are prepared once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import weakref
@@ -35,6 +42,7 @@ from .wire import SSEDecoder, build_payload, classify_error, parse_completion, p
 __all__ = ["OpenAICompatibleProvider"]
 
 _PATH = "/chat/completions"
+_USER_AGENT = f"modelmesh-lite httpx/{httpx.__version__}"
 
 
 def _map_transport_error(exc: httpx.HTTPError, timeouts: Timeouts) -> ProviderError:
@@ -51,12 +59,26 @@ def _map_transport_error(exc: httpx.HTTPError, timeouts: Timeouts) -> ProviderEr
 
 
 @lru_cache(maxsize=256)
-def _httpx_timeout(timeouts: Timeouts, read: float) -> httpx.Timeout:
-    """httpx's timeout for an attempt (cached: a model's timeouts do not change)."""
+def _timeout_extension(timeouts: Timeouts, read: float) -> dict[str, float]:
+    """httpx's per-request timeouts for an attempt (cached: a model's timeouts do not change).
+
+    Callers copy it: a stream's read timeout is widened once the first byte arrives.
+    """
     # Waiting for a free pooled connection is our own queue, not the provider's fault.
-    return httpx.Timeout(
-        connect=timeouts.connect, read=read, write=timeouts.connect, pool=timeouts.total
-    )
+    return {
+        "connect": timeouts.connect,
+        "read": read,
+        "write": timeouts.connect,
+        "pool": timeouts.total,
+    }
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    """JSON the way httpx encodes ``json=`` bodies (compact, UTF-8, no NaN)."""
+    return _JSON.encode(payload).encode()
 
 
 class OpenAICompatibleProvider:
@@ -74,69 +96,69 @@ class OpenAICompatibleProvider:
     ) -> None:
         self.provider_id = provider_id
         self.base_url = base_url.rstrip("/")
+        self._url = httpx.URL(self.base_url + _PATH)
         secret = api_key.get_secret_value() if hasattr(api_key, "get_secret_value") else api_key
         self._secret: str | None = secret or None
-        self._headers = {"content-type": "application/json", **(headers or {})}
+        self._headers = httpx.Headers(
+            {
+                "accept-encoding": "gzip, deflate",
+                "user-agent": _USER_AGENT,
+                "content-type": "application/json",
+                **(headers or {}),
+            }
+        )
         if self._secret:
             self._headers["authorization"] = f"Bearer {self._secret}"
         self._verify = verify_tls
         self._limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        self._client: httpx.Client | None = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._transport: httpx.HTTPTransport | None = None
+        self._atransports: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, httpx.AsyncHTTPTransport
+        ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleProvider({self.provider_id!r}, base_url={self.base_url!r})"
 
-    # --- clients --------------------------------------------------------------
-    def _sync_client(self) -> httpx.Client:
-        client = self._client
-        if client is None:
+    # --- connection pools ------------------------------------------------------------
+    def _sync_transport(self) -> httpx.HTTPTransport:
+        transport = self._transport
+        if transport is None:
             with self._lock:
-                if self._client is None:
-                    self._client = httpx.Client(
-                        base_url=self.base_url,
-                        headers=self._headers,
-                        verify=self._verify,
-                        limits=self._limits,
-                        trust_env=False,
+                if self._transport is None:
+                    self._transport = httpx.HTTPTransport(
+                        verify=self._verify, limits=self._limits, trust_env=False
                     )
-                client = self._client
-        return client
+                transport = self._transport
+        return transport
 
-    def _async_client(self) -> httpx.AsyncClient:
+    def _async_transport(self) -> httpx.AsyncHTTPTransport:
         loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
+        transport = self._atransports.get(loop)
+        if transport is None:
             with self._lock:
-                client = self._aclients.get(loop)
-                if client is None:
-                    client = httpx.AsyncClient(
-                        base_url=self.base_url,
-                        headers=self._headers,
-                        verify=self._verify,
-                        limits=self._limits,
-                        trust_env=False,
+                transport = self._atransports.get(loop)
+                if transport is None:
+                    transport = httpx.AsyncHTTPTransport(
+                        verify=self._verify, limits=self._limits, trust_env=False
                     )
-                    self._aclients[loop] = client
-        return client
+                    self._atransports[loop] = transport
+        return transport
 
     def close(self) -> None:
         """Close the sync connection pool (async pools close with :meth:`aclose`)."""
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
 
     async def aclose(self) -> None:
         """Close this event loop's async pool and the sync pool."""
-        client = self._aclients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        transport = self._atransports.pop(asyncio.get_running_loop(), None)
+        if transport is not None:
+            await transport.aclose()
         self.close()
 
     # --- shared helpers ---------------------------------------------------------
@@ -158,19 +180,15 @@ class OpenAICompatibleProvider:
         return ProviderReply(parsed, parse_rate_limits(headers))
 
     def _request(
-        self,
-        client: httpx.Client | httpx.AsyncClient,
-        model_name: str,
-        request: CompletionRequest,
-        timeouts: Timeouts,
-        stream: bool,
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts, stream: bool
     ) -> httpx.Request:
         read = timeouts.first_token if stream else timeouts.total
-        return client.build_request(
+        return httpx.Request(
             "POST",
-            _PATH,
-            json=build_payload(request, model_name, stream=stream),
-            timeout=_httpx_timeout(timeouts, read),
+            self._url,
+            headers=self._headers,
+            content=_encode(build_payload(request, model_name, stream=stream)),
+            extensions={"timeout": dict(_timeout_extension(timeouts, read))},
         )
 
     def _error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
@@ -180,33 +198,42 @@ class OpenAICompatibleProvider:
     def complete(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
-        client = self._sync_client()
+        transport = self._sync_transport()
         try:
-            resp = client.send(self._request(client, model_name, request, timeouts, False))
+            resp = transport.handle_request(self._request(model_name, request, timeouts, False))
+            try:
+                body = resp.read()
+            finally:
+                resp.close()
         except httpx.HTTPError as exc:
             raise self._redact(_map_transport_error(exc, timeouts)) from None
-        return self._reply(resp.status_code, resp.headers, resp.content)
+        return self._reply(resp.status_code, resp.headers, body)
 
     async def acomplete(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
-        client = self._async_client()
+        transport = self._async_transport()
         try:
-            resp = await client.send(self._request(client, model_name, request, timeouts, False))
+            resp = await transport.handle_async_request(
+                self._request(model_name, request, timeouts, False)
+            )
+            try:
+                body = await resp.aread()
+            finally:
+                await resp.aclose()
         except httpx.HTTPError as exc:
             raise self._redact(_map_transport_error(exc, timeouts)) from None
-        return self._reply(resp.status_code, resp.headers, resp.content)
+        return self._reply(resp.status_code, resp.headers, body)
 
     # --- streaming ------------------------------------------------------------------
     def stream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderStream:
-        client = self._sync_client()
+        transport = self._sync_transport()
         timer = StreamTimer(timeouts)
+        httpx_request = self._request(model_name, request, timeouts, True)
         try:
-            resp = client.send(
-                self._request(client, model_name, request, timeouts, True), stream=True
-            )
+            resp = transport.handle_request(httpx_request)
         except httpx.HTTPError as exc:
             raise self._redact(_map_transport_error(exc, timeouts)) from None
         if resp.status_code >= 400:
@@ -218,18 +245,17 @@ class OpenAICompatibleProvider:
                 resp.close()
             raise self._error(resp.status_code, resp.headers, body)
         # From here the watchdog enforces first-token/stall; httpx's read timeout is a backstop.
-        resp.request.extensions["timeout"]["read"] = timeouts.total
+        httpx_request.extensions["timeout"]["read"] = timeouts.total
         return _SyncStream(self, resp, timer)
 
     async def astream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> AsyncProviderStream:
-        client = self._async_client()
+        transport = self._async_transport()
         timer = StreamTimer(timeouts)
+        httpx_request = self._request(model_name, request, timeouts, True)
         try:
-            resp = await client.send(
-                self._request(client, model_name, request, timeouts, True), stream=True
-            )
+            resp = await transport.handle_async_request(httpx_request)
         except httpx.HTTPError as exc:
             raise self._redact(_map_transport_error(exc, timeouts)) from None
         if resp.status_code >= 400:
@@ -240,7 +266,7 @@ class OpenAICompatibleProvider:
             finally:
                 await resp.aclose()
             raise self._error(resp.status_code, resp.headers, body)
-        resp.request.extensions["timeout"]["read"] = timeouts.total
+        httpx_request.extensions["timeout"]["read"] = timeouts.total
         return _AsyncStream(self, resp, timer)
 
 
@@ -286,6 +312,7 @@ class _SyncStream(ProviderStream):
             raise self._provider._redact(err) from None
         finally:
             WATCHDOG.release(guard)
+            raw_iter.close()
             resp.close()
 
     def close(self) -> None:
@@ -333,6 +360,9 @@ class _AsyncStream(AsyncProviderStream):
         except ProviderError as err:
             raise self._provider._redact(err) from None
         finally:
+            # Closed here, not left to the garbage collector: a suspended async generator
+            # is finalised by a task the event loop schedules later, outliving the request.
+            await raw_iter.aclose()
             await resp.aclose()
 
     async def aclose(self) -> None:

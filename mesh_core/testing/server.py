@@ -22,6 +22,7 @@ Over HTTP (for a server started with ``python -m mesh_core.testing``):
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import struct
@@ -50,6 +51,8 @@ class RecordedRequest:
     behaviour: str
     """What the server did: ``ok``, ``status:503``, ``reset``, ``silent``, ``cut``..."""
     authorization: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """Every request header, lower-cased names."""
 
 
 @dataclass
@@ -248,6 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
+        if "gzip" in (self.headers.get("accept-encoding") or ""):  # as hosted APIs do
+            data = gzip.compress(data, compresslevel=1)
+            self.send_header("content-encoding", "gzip")
         self.send_header("content-length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -330,7 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or "")
         stream = bool(body.get("stream"))
         auth = self.headers.get("authorization")
-        rec = RecordedRequest(model, body, stream, time.time(), "ok", auth)
+        sent = {k.lower(): v for k, v in self.headers.items()}
+        rec = RecordedRequest(model, body, stream, time.time(), "ok", auth, sent)
         if owner.api_key is not None and auth != f"Bearer {owner.api_key}":
             rec.behaviour = "status:401"
             owner._record(rec)
