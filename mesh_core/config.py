@@ -10,6 +10,7 @@ as ``SecretStr`` so they never show in a repr, a log line or an error.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import types
@@ -18,7 +19,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import ConfigurationError
 
@@ -73,6 +82,9 @@ class TimeoutsConfig(_Section):
     """The whole attempt, streaming or not."""
 
 
+_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
 class ProviderConfig(_Section):
     type: Literal["openai-compatible", "openai"] = Field("openai-compatible", alias="connector")
     base_url: str = "https://api.openai.com/v1"
@@ -81,7 +93,25 @@ class ProviderConfig(_Section):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     verify_tls: bool = True
     max_connections: int = Field(100, ge=1)
+    proxy: SecretStr | None = None
+    """``http://``, ``https://`` or ``socks5://`` proxy URL; may hold credentials."""
     enabled: bool = True
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None  # e.g. ``${HTTPS_PROXY:-}`` with the variable unset: no proxy
+        if value is not None:
+            scheme = value.get_secret_value().partition("://")[0].lower()
+            if scheme not in _PROXY_SCHEMES:
+                schemes = ", ".join(f"{s}://" for s in _PROXY_SCHEMES)
+                raise ValueError(f"proxy must be a URL starting with {schemes}")
+            if scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+                raise ValueError(
+                    "a SOCKS proxy needs httpx's socks extra: pip install 'httpx[socks]'"
+                )
+        return value
 
 
 class PricingConfig(_Section):
@@ -311,7 +341,7 @@ def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
     if kind == "missing":
         return path, "required key is missing"
     value = err.get("input")
-    shown = "***" if "api_key" in path else repr(value)
+    shown = "***" if "api_key" in path or "proxy" in path else repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return path, f"{msg} (got {shown})"

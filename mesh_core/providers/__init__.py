@@ -30,5 +30,6 @@ def create_provider(provider_id: str, config: Any) -> Provider:
             headers=config.headers,
             verify_tls=config.verify_tls,
             max_connections=config.max_connections,
+            proxy=config.proxy,
         )
     raise ValueError(f"unknown provider type {config.type!r}")

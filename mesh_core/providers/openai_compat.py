@@ -81,6 +81,16 @@ def _encode(payload: dict[str, Any]) -> bytes:
     return _JSON.encode(payload).encode()
 
 
+def _reveal(secret: Any) -> str | None:
+    """The plain value of a SecretStr (or a str); None when empty."""
+    value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
+    return value or None
+
+
+def _password(url: str | None) -> str | None:
+    return httpx.URL(url).password if url else None
+
+
 class OpenAICompatibleProvider:
     """Speaks ``POST {base_url}/chat/completions``. The API key never leaves the headers."""
 
@@ -93,12 +103,15 @@ class OpenAICompatibleProvider:
         headers: Mapping[str, str] | None = None,
         verify_tls: bool = True,
         max_connections: int = 100,
+        proxy: Any = None,
     ) -> None:
         self.provider_id = provider_id
         self.base_url = base_url.rstrip("/")
         self._url = httpx.URL(self.base_url + _PATH)
-        secret = api_key.get_secret_value() if hasattr(api_key, "get_secret_value") else api_key
-        self._secret: str | None = secret or None
+        self._secret: str | None = _reveal(api_key)
+        self._proxy: str | None = _reveal(proxy)
+        # Whatever could echo back into an error message: the key, the proxy's password.
+        self._hidden = [s for s in (self._secret, _password(self._proxy)) if s]
         self._headers = httpx.Headers(
             {
                 "accept-encoding": "gzip, deflate",
@@ -129,7 +142,7 @@ class OpenAICompatibleProvider:
             with self._lock:
                 if self._transport is None:
                     self._transport = httpx.HTTPTransport(
-                        verify=self._verify, limits=self._limits, trust_env=False
+                        verify=self._verify, limits=self._limits, trust_env=False, proxy=self._proxy
                     )
                 transport = self._transport
         return transport
@@ -142,7 +155,7 @@ class OpenAICompatibleProvider:
                 transport = self._atransports.get(loop)
                 if transport is None:
                     transport = httpx.AsyncHTTPTransport(
-                        verify=self._verify, limits=self._limits, trust_env=False
+                        verify=self._verify, limits=self._limits, trust_env=False, proxy=self._proxy
                     )
                     self._atransports[loop] = transport
         return transport
@@ -163,10 +176,11 @@ class OpenAICompatibleProvider:
 
     # --- shared helpers ---------------------------------------------------------
     def _redact(self, err: ProviderError) -> ProviderError:
-        """Never let a provider echo the key back into an error message."""
-        if self._secret and self._secret in err.message:
-            err.message = err.message.replace(self._secret, "***")
-            err.args = (err.message,)
+        """Never let a provider (or a proxy) echo a secret back into an error message."""
+        for secret in self._hidden:
+            if secret in err.message:
+                err.message = err.message.replace(secret, "***")
+                err.args = (err.message,)
         err.provider_id = self.provider_id
         return err
 
