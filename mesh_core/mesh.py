@@ -39,7 +39,7 @@ from .routing import Call, Flight, Outcome, Sleep, stream_ended_early
 from .state import ModelSnapshot
 from .stores import open_store
 from .streaming import StreamRecovery, StreamRelay
-from .tracing import Tracing
+from .tracing import Tracing, current
 from .types import CompletionChunk, CompletionRequest, CompletionResponse
 
 __all__ = ["InvalidRequestError", "Mesh"]
@@ -424,7 +424,11 @@ def _drive(plan: Generator[Any, Outcome | None, Any]) -> Any:
                 outcome = None
                 continue
             try:
-                outcome = Outcome(value=_call(effect))
+                if effect.span is None:
+                    outcome = Outcome(value=_call(effect))
+                else:
+                    with current(effect.span):
+                        outcome = Outcome(value=_call(effect))
             except ProviderError as err:
                 outcome = Outcome(error=err)
     finally:
@@ -445,7 +449,11 @@ async def _adrive(plan: Generator[Any, Outcome | None, Any]) -> Any:
                 outcome = None
                 continue
             try:
-                outcome = Outcome(value=await _acall(effect))
+                if effect.span is None:
+                    outcome = Outcome(value=await _acall(effect))
+                else:
+                    with current(effect.span):
+                        outcome = Outcome(value=await _acall(effect))
             except ProviderError as err:
                 outcome = Outcome(error=err)
     finally:

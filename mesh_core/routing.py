@@ -41,6 +41,8 @@ class Call:
     request: CompletionRequest
     timeouts: Timeouts
     stream: bool
+    span: Any = None
+    """The attempt's tracing span, made current while the provider is called (or None)."""
 
 
 @dataclass(slots=True)
@@ -131,15 +133,16 @@ class Flight:
             tries = 0
             while True:
                 tries += 1
+                span = router.tracing.start_attempt(
+                    self.span, model.id, model.provider_id, model.name, len(self.attempts) + 1
+                )
                 call = Call(
                     router.providers[model.provider_id],
                     model,
                     request,
                     self._timeouts(model),
                     self.stream,
-                )
-                span = router.tracing.start_attempt(
-                    self.span, model.id, model.provider_id, model.name, len(self.attempts) + 1
+                    span,
                 )
                 start = time.perf_counter()
                 try:

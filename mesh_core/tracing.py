@@ -15,12 +15,24 @@ second (the lookup reads the environment, which costs more than the rest of a sp
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 from .types import CompletionRequest, Usage
 
-__all__ = ["Tracing"]
+__all__ = ["Tracing", "current"]
+
+
+def current(span: Any) -> contextlib.AbstractContextManager[Any]:
+    """Make ``span`` the current span for a block (so spans made inside it, by an httpx
+    instrumentation for instance, become its children). ``span`` is never None here."""
+    from opentelemetry import trace
+
+    # The attempt's outcome and error are set by end_attempt, not here.
+    return trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
 
 
 class Tracing:

@@ -63,6 +63,52 @@ def test_streams_and_errors_end_their_spans(servers, spans):
     mesh.close()
 
 
+class _SpanSpy:
+    """Wraps a provider; notes the span that is current while each call is made."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _note(self):
+        self.seen.append(trace.get_current_span().name)
+
+    def complete(self, *args):
+        self._note()
+        return self.inner.complete(*args)
+
+    async def acomplete(self, *args):
+        self._note()
+        return await self.inner.acomplete(*args)
+
+    def stream(self, *args):
+        self._note()
+        return self.inner.stream(*args)
+
+    async def astream(self, *args):
+        self._note()
+        return await self.inner.astream(*args)
+
+
+async def test_the_attempt_span_is_current_during_the_call(servers, spans):
+    """So spans made inside the call (an httpx instrumentation's) nest under the attempt."""
+    from mesh_core.config import load_config
+    from mesh_core.providers import create_provider
+
+    cfg = load_config(config_for(servers))
+    spy = _SpanSpy(create_provider("p1", cfg.providers["p1"]))
+    mesh = Mesh(cfg, providers={"p1": spy})
+    mesh.complete("chat", "hi")
+    list(mesh.stream("chat", "hi"))
+    await mesh.acomplete("chat", "hi")
+    [c async for c in mesh.astream("chat", "hi")]
+    assert spy.seen == ["chat m1"] * 4
+    assert trace.get_current_span() is trace.INVALID_SPAN  # restored after each call
+    await mesh.aclose()
+
+
 def test_tracing_can_be_turned_off(servers, spans):
     cfg = config_for(servers)
     cfg["observability"] = {"tracing": "off"}
