@@ -190,6 +190,7 @@ def test_wire_headers_compression_and_unicode(servers):
     assert rec.headers["x-team"] == "search"
     assert "gzip" in rec.headers["accept-encoding"]  # so the server compressed its reply
     assert rec.headers["content-type"] == "application/json"
+    assert rec.headers["user-agent"].startswith("modelmesh-lite/")
     assert rec.body["messages"][0]["content"] == "grüß dich"
     assert r.content == "naïve café ☕"
 

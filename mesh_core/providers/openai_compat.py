@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from .. import __version__
 from ..errors import ErrorKind, ProviderError, provider_error
 from ..types import CompletionChunk, CompletionRequest
 from .base import (
@@ -42,7 +43,7 @@ from .wire import SSEDecoder, build_payload, classify_error, parse_completion, p
 __all__ = ["OpenAICompatibleProvider"]
 
 _PATH = "/chat/completions"
-_USER_AGENT = f"modelmesh-lite httpx/{httpx.__version__}"
+_USER_AGENT = f"modelmesh-lite/{__version__} python-httpx/{httpx.__version__}"
 
 
 def _map_transport_error(exc: httpx.HTTPError, timeouts: Timeouts) -> ProviderError:
