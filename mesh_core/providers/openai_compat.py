@@ -5,12 +5,12 @@ Covers OpenAI and every service that speaks its chat-completions API through
 llama.cpp's server, LM Studio. All parsing lives in :mod:`.wire`; this module
 only moves bytes.
 
-Requests go straight to an httpx *transport* (one pooled sync transport per
-provider, one async transport per provider and event loop, since an async pool
-cannot cross loops) rather than through ``httpx.Client``. A router sits on every
-call, and the client layer (URL merging, cookies, auth and redirect flows, event
-hooks) costs more per request than all of our routing while doing nothing we use:
-the URL, headers and timeouts of a model are fixed, so they are prepared once.
+Requests go straight to httpx *transports* (a sync set per provider, an async set
+per provider and event loop, since an async pool cannot cross loops; see
+:mod:`.shards` for why a set) rather than through ``httpx.Client``. A router sits
+on every call, and the client layer (URL merging, cookies, auth and redirect flows,
+event hooks) costs more per request than all of our routing while doing nothing we
+use: the URL, headers and timeouts of a model are fixed, so they are prepared once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -37,6 +37,7 @@ from .base import (
     Timeouts,
     sse_chunks,
 )
+from .shards import Lease, Shards
 from .watchdog import WATCHDOG
 from .wire import SSEDecoder, build_payload, classify_error, parse_completion, parse_rate_limits
 
@@ -124,12 +125,10 @@ class OpenAICompatibleProvider:
         if self._secret:
             self._headers["authorization"] = f"Bearer {self._secret}"
         self._verify = verify_tls
-        self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        self._transport: httpx.HTTPTransport | None = None
-        self._atransports: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, httpx.AsyncHTTPTransport
+        self._max_connections = max_connections
+        self._sync: Shards[httpx.HTTPTransport] | None = None
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, Shards[httpx.AsyncHTTPTransport]
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -137,41 +136,49 @@ class OpenAICompatibleProvider:
         return f"OpenAICompatibleProvider({self.provider_id!r}, base_url={self.base_url!r})"
 
     # --- connection pools ------------------------------------------------------------
-    def _sync_transport(self) -> httpx.HTTPTransport:
-        transport = self._transport
-        if transport is None:
-            with self._lock:
-                if self._transport is None:
-                    self._transport = httpx.HTTPTransport(
-                        verify=self._verify, limits=self._limits, trust_env=False, proxy=self._proxy
-                    )
-                transport = self._transport
-        return transport
+    def _transport_options(self, limit: int) -> dict[str, Any]:
+        # Keep-alive as large as the pool: httpcore then never evicts an idle connection
+        # that a queued request was just handed (encode/httpcore#1110).
+        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+        return {"verify": self._verify, "limits": limits, "trust_env": False, "proxy": self._proxy}
 
-    def _async_transport(self) -> httpx.AsyncHTTPTransport:
-        loop = asyncio.get_running_loop()
-        transport = self._atransports.get(loop)
-        if transport is None:
+    def _sync_shards(self) -> Shards[httpx.HTTPTransport]:
+        shards = self._sync
+        if shards is None:
             with self._lock:
-                transport = self._atransports.get(loop)
-                if transport is None:
-                    transport = httpx.AsyncHTTPTransport(
-                        verify=self._verify, limits=self._limits, trust_env=False, proxy=self._proxy
+                if self._sync is None:
+                    self._sync = Shards(
+                        lambda n: httpx.HTTPTransport(**self._transport_options(n)),
+                        self._max_connections,
                     )
-                    self._atransports[loop] = transport
-        return transport
+                shards = self._sync
+        return shards
+
+    def _async_shards(self) -> Shards[httpx.AsyncHTTPTransport]:
+        loop = asyncio.get_running_loop()
+        shards = self._async.get(loop)
+        if shards is None:
+            with self._lock:
+                shards = self._async.get(loop)
+                if shards is None:
+                    shards = Shards(
+                        lambda n: httpx.AsyncHTTPTransport(**self._transport_options(n)),
+                        self._max_connections,
+                    )
+                    self._async[loop] = shards
+        return shards
 
     def close(self) -> None:
-        """Close the sync connection pool (async pools close with :meth:`aclose`)."""
+        """Close the sync connection pools (async pools close with :meth:`aclose`)."""
         with self._lock:
-            transport, self._transport = self._transport, None
-        if transport is not None:
+            shards, self._sync = self._sync, None
+        for transport in shards.transports if shards is not None else ():
             transport.close()
 
     async def aclose(self) -> None:
-        """Close this event loop's async pool and the sync pool."""
-        transport = self._atransports.pop(asyncio.get_running_loop(), None)
-        if transport is not None:
+        """Close this event loop's async pools and the sync pools."""
+        shards = self._async.pop(asyncio.get_running_loop(), None)
+        for transport in shards.transports if shards is not None else ():
             await transport.aclose()
         self.close()
 
@@ -213,23 +220,27 @@ class OpenAICompatibleProvider:
     def complete(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
-        transport = self._sync_transport()
+        lease = self._sync_shards().lease()
         try:
-            resp = transport.handle_request(self._request(model_name, request, timeouts, False))
+            resp = lease.transport.handle_request(
+                self._request(model_name, request, timeouts, False)
+            )
             try:
                 body = resp.read()
             finally:
                 resp.close()
         except httpx.HTTPError as exc:
             raise self._redact(_map_transport_error(exc, timeouts)) from None
+        finally:
+            lease.release()
         return self._reply(resp.status_code, resp.headers, body)
 
     async def acomplete(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
-        transport = self._async_transport()
+        lease = self._async_shards().lease()
         try:
-            resp = await transport.handle_async_request(
+            resp = await lease.transport.handle_async_request(
                 self._request(model_name, request, timeouts, False)
             )
             try:
@@ -238,60 +249,95 @@ class OpenAICompatibleProvider:
                 await resp.aclose()
         except httpx.HTTPError as exc:
             raise self._redact(_map_transport_error(exc, timeouts)) from None
+        finally:
+            lease.release()
         return self._reply(resp.status_code, resp.headers, body)
 
     # --- streaming ------------------------------------------------------------------
     def stream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderStream:
-        transport = self._sync_transport()
         timer = StreamTimer(timeouts)
         httpx_request = self._request(model_name, request, timeouts, True)
+        lease = self._sync_shards().lease()
         try:
-            resp = transport.handle_request(httpx_request)
+            resp = lease.transport.handle_request(httpx_request)
+            if resp.status_code >= 400:
+                try:
+                    body = resp.read()
+                except httpx.HTTPError:
+                    body = b""
+                finally:
+                    resp.close()
+                raise self._error(resp.status_code, resp.headers, body)
         except httpx.HTTPError as exc:
+            lease.release()
             raise self._redact(_map_transport_error(exc, timeouts)) from None
-        if resp.status_code >= 400:
-            try:
-                body = resp.read()
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                resp.close()
-            raise self._error(resp.status_code, resp.headers, body)
+        except BaseException:
+            lease.release()
+            raise
         # From here the watchdog enforces first-token/stall; httpx's read timeout is a backstop.
         httpx_request.extensions["timeout"]["read"] = timeouts.total
-        return _SyncStream(self, resp, timer)
+        return _SyncStream(self, resp, timer, lease)
 
     async def astream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> AsyncProviderStream:
-        transport = self._async_transport()
         timer = StreamTimer(timeouts)
         httpx_request = self._request(model_name, request, timeouts, True)
+        lease = self._async_shards().lease()
         try:
-            resp = await transport.handle_async_request(httpx_request)
+            resp = await lease.transport.handle_async_request(httpx_request)
+            if resp.status_code >= 400:
+                try:
+                    body = await resp.aread()
+                except httpx.HTTPError:
+                    body = b""
+                finally:
+                    await resp.aclose()
+                raise self._error(resp.status_code, resp.headers, body)
         except httpx.HTTPError as exc:
+            lease.release()
             raise self._redact(_map_transport_error(exc, timeouts)) from None
-        if resp.status_code >= 400:
-            try:
-                body = await resp.aread()
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                await resp.aclose()
-            raise self._error(resp.status_code, resp.headers, body)
+        except BaseException:
+            lease.release()
+            raise
         httpx_request.extensions["timeout"]["read"] = timeouts.total
-        return _AsyncStream(self, resp, timer)
+        return _AsyncStream(self, resp, timer, lease)
 
 
-class _SyncStream(ProviderStream):
+class _Decoding:
+    """What both stream classes do with the bytes they read, sans I/O."""
+
+    done: bool
+    _timer: StreamTimer
+
+    def _decode(self, decoder: SSEDecoder, raw: bytes | None) -> Iterator[CompletionChunk]:
+        """The chunks in ``raw``. After ``[DONE]`` the rest of the body is still read (and
+        ignored): a response closed before its end takes its connection with it, so every
+        stream would cost a new connection, and a TLS handshake."""
+        if self.done:
+            return
+        for chunk in sse_chunks(decoder, raw):
+            if chunk is None:
+                self.done = True
+                return
+            self._timer.saw(chunk)
+            yield chunk
+
+
+class _SyncStream(_Decoding, ProviderStream):
     def __init__(
-        self, provider: OpenAICompatibleProvider, resp: httpx.Response, timer: StreamTimer
+        self,
+        provider: OpenAICompatibleProvider,
+        resp: httpx.Response,
+        timer: StreamTimer,
+        lease: Lease[Any],
     ) -> None:
         self._provider = provider
         self._resp = resp
         self._timer = timer
+        self._lease = lease
         self.rate_limits = parse_rate_limits(resp.headers)
         self._chunks = self._run()
 
@@ -311,16 +357,13 @@ class _SyncStream(ProviderStream):
                 try:
                     raw = next(raw_iter, None)
                 except httpx.HTTPError as exc:
+                    if self.done:  # the answer was complete; only the connection is lost
+                        return
                     if guard.fired:
                         raise timer.expired(time.monotonic()) from None
                     raise _map_transport_error(exc, timer.timeouts) from None
                 guard.deadline = None
-                for chunk in sse_chunks(decoder, raw):
-                    if chunk is None:
-                        self.done = True
-                        return
-                    timer.saw(chunk)
-                    yield chunk
+                yield from self._decode(decoder, raw)
                 if raw is None:
                     return
         except ProviderError as err:
@@ -329,19 +372,26 @@ class _SyncStream(ProviderStream):
             WATCHDOG.release(guard)
             raw_iter.close()
             resp.close()
+            self._lease.release()
 
     def close(self) -> None:
         self._chunks.close()
         self._resp.close()
+        self._lease.release()
 
 
-class _AsyncStream(AsyncProviderStream):
+class _AsyncStream(_Decoding, AsyncProviderStream):
     def __init__(
-        self, provider: OpenAICompatibleProvider, resp: httpx.Response, timer: StreamTimer
+        self,
+        provider: OpenAICompatibleProvider,
+        resp: httpx.Response,
+        timer: StreamTimer,
+        lease: Lease[Any],
     ) -> None:
         self._provider = provider
         self._resp = resp
         self._timer = timer
+        self._lease = lease
         self.rate_limits = parse_rate_limits(resp.headers)
         self._chunks = self._run()
 
@@ -360,15 +410,13 @@ class _AsyncStream(AsyncProviderStream):
                 try:
                     async with asyncio.timeout_at(deadline):
                         raw = await anext(raw_iter, None)
-                except TimeoutError:
-                    raise timer.expired(time.monotonic()) from None
-                except httpx.HTTPError as exc:
-                    raise _map_transport_error(exc, timer.timeouts) from None
-                for chunk in sse_chunks(decoder, raw):
-                    if chunk is None:
-                        self.done = True
+                except (TimeoutError, httpx.HTTPError) as exc:
+                    if self.done:  # the answer was complete; only the connection is lost
                         return
-                    timer.saw(chunk)
+                    if isinstance(exc, TimeoutError):
+                        raise timer.expired(time.monotonic()) from None
+                    raise _map_transport_error(exc, timer.timeouts) from None
+                for chunk in self._decode(decoder, raw):
                     yield chunk
                 if raw is None:
                     return
@@ -379,7 +427,9 @@ class _AsyncStream(AsyncProviderStream):
             # is finalised by a task the event loop schedules later, outliving the request.
             await raw_iter.aclose()
             await resp.aclose()
+            self._lease.release()
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
         await self._resp.aclose()
+        self._lease.release()

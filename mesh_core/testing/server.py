@@ -53,6 +53,8 @@ class RecordedRequest:
     authorization: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     """Every request header, lower-cased names."""
+    client_port: int | None = None
+    """The client's TCP port: requests on one kept-alive connection share it."""
 
 
 @dataclass
@@ -337,7 +339,9 @@ class _Handler(BaseHTTPRequestHandler):
         stream = bool(body.get("stream"))
         auth = self.headers.get("authorization")
         sent = {k.lower(): v for k, v in self.headers.items()}
-        rec = RecordedRequest(model, body, stream, time.time(), "ok", auth, sent)
+        rec = RecordedRequest(
+            model, body, stream, time.time(), "ok", auth, sent, self.client_address[1]
+        )
         if owner.api_key is not None and auth != f"Bearer {owner.api_key}":
             rec.behaviour = "status:401"
             owner._record(rec)
