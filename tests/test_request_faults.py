@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from mesh_core import Mesh
 from mesh_core.errors import (
     AllProvidersExhaustedError,
     BadRequestError,
@@ -14,7 +15,7 @@ from mesh_core.errors import (
     StreamInterruptedError,
 )
 from mesh_core.testing import faults
-from tests.conftest import MODES, complete, stream
+from tests.conftest import MODES, complete, config_for, stream
 
 
 def outcomes(resp_or_chunk):
@@ -244,6 +245,23 @@ def test_stream_without_done_but_finished_is_complete(make_mesh, servers, mode):
     servers[0].set("m1", faults.no_done())
     chunks = stream(mesh, mode, "chat", "hi")
     assert chunks[-1].finish_reason == "stop" and chunks[-1].model == "p1.m1"
+
+
+@MODES
+def test_stream_ends_at_done_even_if_the_server_holds_the_body_open(servers, mode):
+    """After [DONE] the rest of the body is read only for a short grace, then let go."""
+    cfg = config_for(servers)
+    cfg["providers"]["p1"]["timeouts"] = {"stall": "10s", "total": "20s"}  # no help from these
+    mesh = Mesh.from_config(cfg)
+    servers[0].set("m1", faults.ok(linger_after_done=3.0))
+    started = time.perf_counter()
+    chunks = stream(mesh, mode, "chat", "hi")
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].usage is not None
+    assert time.perf_counter() - started < 2.0  # not the 3 s the server lingers
+    servers[0].set("m1", faults.ok())
+    assert stream(mesh, mode, "chat", "again")[-1].finish_reason == "stop"
+    assert mesh.providers["p1"]._sync_shards().load == [0, 0, 0, 0]
+    mesh.close()
 
 
 def test_stream_consumer_stopping_early_releases_the_model(make_mesh, servers):

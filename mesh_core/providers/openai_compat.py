@@ -44,6 +44,8 @@ from .wire import SSEDecoder, build_payload, classify_error, parse_completion, p
 __all__ = ["OpenAICompatibleProvider"]
 
 _PATH = "/chat/completions"
+_DRAIN_GRACE = 0.1
+"""Seconds a stream waits after ``[DONE]`` for the body's end (which keeps the connection)."""
 _USER_AGENT = f"modelmesh-lite/{__version__} python-httpx/{httpx.__version__}"
 
 
@@ -306,6 +308,15 @@ class OpenAICompatibleProvider:
         return _AsyncStream(self, resp, timer, lease)
 
 
+def _read_deadline(stream: _Decoding, now: float) -> float:
+    """Until when the next read may wait: the stream's timeouts, or after ``[DONE]`` a short
+    grace for the end of the body (a server that holds it open costs its connection, not
+    the caller's time)."""
+    if stream.done:
+        return now + _DRAIN_GRACE
+    return stream._timer.deadline(now)
+
+
 class _Decoding:
     """What both stream classes do with the bytes they read, sans I/O."""
 
@@ -353,7 +364,7 @@ class _SyncStream(_Decoding, ProviderStream):
         raw_iter = resp.iter_raw()
         try:
             while True:
-                guard.deadline = timer.deadline(time.monotonic())
+                guard.deadline = _read_deadline(self, time.monotonic())
                 try:
                     raw = next(raw_iter, None)
                 except httpx.HTTPError as exc:
@@ -406,7 +417,7 @@ class _AsyncStream(_Decoding, AsyncProviderStream):
         try:
             while True:
                 now = time.monotonic()
-                deadline = loop.time() + (timer.deadline(now) - now)
+                deadline = loop.time() + (_read_deadline(self, now) - now)
                 try:
                     async with asyncio.timeout_at(deadline):
                         raw = await anext(raw_iter, None)

@@ -56,6 +56,8 @@ class Behaviour:
     """Streaming: pause between chunks."""
     reject_prefill: bool = False
     """Answer 400 to a request that ends with an assistant message (no prefill support)."""
+    linger_after_done: float = 0.0
+    """Streaming: hold the response open this long after ``[DONE]`` before ending it."""
 
     def with_headers(self, **headers: str) -> Behaviour:
         """This behaviour with extra reply headers (``x_ratelimit_remaining_requests="3"``)."""

@@ -546,6 +546,9 @@ class _Handler(BaseHTTPRequestHandler):
             rec.behaviour = "no-done" if b.omit_done else "ok"
             if not b.omit_done:
                 self._write_chunk(b"data: [DONE]\n\n")
+            if b.linger_after_done:  # a server that holds the body open after [DONE]
+                self.wfile.flush()
+                owner._wait(b.linger_after_done)
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except OSError:
