@@ -308,20 +308,19 @@ class OpenAICompatibleProvider:
         return _AsyncStream(self, resp, timer, lease)
 
 
-def _read_deadline(stream: _Decoding, now: float) -> float:
-    """Until when the next read may wait: the stream's timeouts, or after ``[DONE]`` a short
-    grace for the end of the body (a server that holds it open costs its connection, not
-    the caller's time)."""
-    if stream.done:
-        return now + _DRAIN_GRACE
-    return stream._timer.deadline(now)
-
-
 class _Decoding:
-    """What both stream classes do with the bytes they read, sans I/O."""
+    """What both stream classes decide about the bytes they read, sans I/O."""
 
     done: bool
     _timer: StreamTimer
+
+    def _deadline(self, now: float) -> float:
+        """Until when the next read may wait: the stream's timeouts, or after ``[DONE]`` a
+        short grace for the end of the body (a server that holds it open costs its
+        connection, not the caller's time)."""
+        if self.done:
+            return now + _DRAIN_GRACE
+        return self._timer.deadline(now)
 
     def _decode(self, decoder: SSEDecoder, raw: bytes | None) -> Iterator[CompletionChunk]:
         """The chunks in ``raw``. After ``[DONE]`` the rest of the body is still read (and
@@ -364,7 +363,7 @@ class _SyncStream(_Decoding, ProviderStream):
         raw_iter = resp.iter_raw()
         try:
             while True:
-                guard.deadline = _read_deadline(self, time.monotonic())
+                guard.deadline = self._deadline(time.monotonic())
                 try:
                     raw = next(raw_iter, None)
                 except httpx.HTTPError as exc:
@@ -417,7 +416,7 @@ class _AsyncStream(_Decoding, AsyncProviderStream):
         try:
             while True:
                 now = time.monotonic()
-                deadline = loop.time() + (_read_deadline(self, now) - now)
+                deadline = loop.time() + (self._deadline(now) - now)
                 try:
                     async with asyncio.timeout_at(deadline):
                         raw = await anext(raw_iter, None)
