@@ -100,17 +100,14 @@ class ProviderConfig(_Section):
     @field_validator("proxy")
     @classmethod
     def _proxy_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value():
+        if value is None or not value.get_secret_value():
             return None  # e.g. ``${HTTPS_PROXY:-}`` with the variable unset: no proxy
-        if value is not None:
-            scheme = value.get_secret_value().partition("://")[0].lower()
-            if scheme not in _PROXY_SCHEMES:
-                schemes = ", ".join(f"{s}://" for s in _PROXY_SCHEMES)
-                raise ValueError(f"proxy must be a URL starting with {schemes}")
-            if scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
-                raise ValueError(
-                    "a SOCKS proxy needs httpx's socks extra: pip install 'httpx[socks]'"
-                )
+        scheme = value.get_secret_value().partition("://")[0].lower()
+        if scheme not in _PROXY_SCHEMES:
+            schemes = ", ".join(f"{s}://" for s in _PROXY_SCHEMES)
+            raise ValueError(f"proxy must be a URL starting with {schemes}")
+        if scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+            raise ValueError("a SOCKS proxy needs httpx's socks extra: pip install 'httpx[socks]'")
         return value
 
 

@@ -424,11 +424,8 @@ def _drive(plan: Generator[Any, Outcome | None, Any]) -> Any:
                 outcome = None
                 continue
             try:
-                if effect.span is None:
+                with current(effect.span):
                     outcome = Outcome(value=_call(effect))
-                else:
-                    with current(effect.span):
-                        outcome = Outcome(value=_call(effect))
             except ProviderError as err:
                 outcome = Outcome(error=err)
     finally:
@@ -449,11 +446,8 @@ async def _adrive(plan: Generator[Any, Outcome | None, Any]) -> Any:
                 outcome = None
                 continue
             try:
-                if effect.span is None:
+                with current(effect.span):
                     outcome = Outcome(value=await _acall(effect))
-                else:
-                    with current(effect.span):
-                        outcome = Outcome(value=await _acall(effect))
             except ProviderError as err:
                 outcome = Outcome(error=err)
     finally:

@@ -90,15 +90,12 @@ class Router:
         Raises NoCapableModelError, naming what ruled each model out, when none can.
         """
         pin = request.pinned_model
-        if pin is None and is_plain_text(request):
-            smallest = pool.min_context_window
-            if smallest is None:
-                return None  # the common case, decided without looking at every member
+        smallest = pool.min_context_window
+        if pin is None and smallest is None and is_plain_text(request):
+            return None  # the common case, decided without estimating tokens
         needs: RequestNeeds = needs_of(request)
-        if pin is None and not needs.special:
-            smallest = pool.min_context_window
-            if smallest is None or needs.tokens <= smallest:
-                return None
+        if pin is None and not needs.special and (smallest is None or needs.tokens <= smallest):
+            return None  # decided without looking at every member
         members = pool.models
         if pin is not None and not any(m.id == pin for m in members):
             raise RoutingError(

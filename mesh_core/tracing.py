@@ -24,9 +24,14 @@ from .types import CompletionRequest, Usage
 __all__ = ["Tracing", "current"]
 
 
+_NO_SPAN = contextlib.nullcontext()
+
+
 def current(span: Any) -> contextlib.AbstractContextManager[Any]:
     """Make ``span`` the current span for a block (so spans made inside it, by an httpx
-    instrumentation for instance, become its children). ``span`` is never None here."""
+    instrumentation for instance, become its children); without a span, nothing."""
+    if span is None:
+        return _NO_SPAN
     from opentelemetry import trace
 
     # The attempt's outcome and error are set by end_attempt, not here.
