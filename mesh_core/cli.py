@@ -44,10 +44,14 @@ def _validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _status(args: argparse.Namespace, out: TextIO) -> int:
+    from .config import load_config
     from .mesh import Mesh
+    from .stores import create_store
 
     source = args.config or os.environ.get("MODELMESH_CONFIG") or "modelmesh.yaml"
-    mesh = Mesh.from_config(source)
+    config = load_config(source)
+    # Read-only: a JSON state file stays with the mesh that holds it.
+    mesh = Mesh(config, store=create_store(config.storage, read_only=True))
     now = mesh.clock.time()
     rows = [
         (

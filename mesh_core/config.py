@@ -219,6 +219,12 @@ class StorageConfig(_Section):
     """Shared stores: how often to pick up other processes' status changes."""
     on_corrupt: Literal["error", "fresh"] = "error"
     """An unreadable state: raise, or move it aside, log a warning and start fresh."""
+    timeout: Duration = 2.0
+    """The longest a single store operation may take (SQLite's busy wait, Redis's socket
+    timeout) before the store counts as failed and the mesh carries on from memory."""
+    on_unavailable: Literal["error", "degrade"] = "error"
+    """A store that cannot be reached when the mesh starts: raise StateStoreError, or
+    start with fresh in-memory state and connect when the store is back."""
 
 
 class ObservabilityConfig(_Section):

@@ -43,6 +43,11 @@ class EventType(enum.StrEnum):
     PROVIDER_DEACTIVATED = "provider.deactivated"
     POOL_EXHAUSTED = "pool.exhausted"
     STREAM_INTERRUPTED = "stream.interrupted"
+    STORE_DEGRADED = "store.degraded"
+    """The state store failed; state is kept in memory meanwhile (metadata: backend,
+    operation, error)."""
+    STORE_RECOVERED = "store.recovered"
+    """The state store works again and was re-synced (metadata: backend, degraded_for)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 The logger is ``modelmesh`` (``observability.logger`` renames it). Nothing is logged
 at INFO or above on the happy path: deactivations, provider shutouts, exhausted pools
-and cut streams are WARNING, recoveries INFO; routing decisions, attempts and
+cut streams and a failing state store are WARNING, recoveries (of models and of the
+store) INFO; routing decisions, attempts and
 successes are DEBUG, and are only subscribed to when the logger is enabled for DEBUG
 when the mesh is built (so they cost nothing otherwise). Every record carries the
 event's fields in ``extra={"modelmesh": {...}}`` for structured handlers.
@@ -21,7 +22,9 @@ _LEVELS = {
     EventType.PROVIDER_DEACTIVATED: logging.WARNING,
     EventType.POOL_EXHAUSTED: logging.WARNING,
     EventType.STREAM_INTERRUPTED: logging.WARNING,
+    EventType.STORE_DEGRADED: logging.WARNING,
     EventType.MODEL_REACTIVATED: logging.INFO,
+    EventType.STORE_RECOVERED: logging.INFO,
     EventType.REQUEST_FAILURE: logging.DEBUG,
     EventType.RETRY_ATTEMPTED: logging.DEBUG,
     EventType.MODEL_ROTATED: logging.DEBUG,
@@ -44,6 +47,16 @@ def _message(e: Event) -> str:
         return f"pool {e.pool_id} has no model left to try"
     if e.event_type is EventType.STREAM_INTERRUPTED:
         return f"stream from {e.model_id} broke after {m.get('partial_chars')} characters"
+    if e.event_type is EventType.STORE_DEGRADED:
+        return (
+            f"state store ({m.get('backend')}) failed on {m.get('operation')}: {m.get('error')}; "
+            "keeping state in memory and retrying with backoff"
+        )
+    if e.event_type is EventType.STORE_RECOVERED:
+        return (
+            f"state store ({m.get('backend')}) is back after {m.get('degraded_for')}s; "
+            "pending changes re-sent"
+        )
     if e.event_type is EventType.REQUEST_FAILURE:
         return f"attempt on {e.model_id} failed: {m.get('kind')} {m.get('status_code') or ''}"
     details = " ".join(f"{k}={v}" for k, v in m.items())

@@ -35,9 +35,9 @@ from .persistence import StateKeeper
 from .pool import CapabilityPool, Model
 from .providers import Provider, Timeouts, create_provider
 from .router import PoolSettings, Router
-from .routing import Call, Flight, Outcome, Sleep, stream_ended_early
+from .routing import Blocking, Call, Flight, Outcome, Sleep, stream_ended_early
 from .state import ModelSnapshot
-from .stores import open_store
+from .stores import StateStore, open_store
 from .streaming import StreamRecovery, StreamRelay
 from .tracing import Tracing, current
 from .types import CompletionChunk, CompletionRequest, CompletionResponse
@@ -73,7 +73,10 @@ class Mesh:
         *,
         clock: Clock | None = None,
         providers: Mapping[str, Provider] | None = None,
+        store: StateStore | None = None,
     ) -> None:
+        """``providers`` and ``store`` replace what the configuration describes (for a
+        provider or state store of your own, or a read-only view of a store)."""
         self.config = config
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
@@ -108,7 +111,8 @@ class Mesh:
         )
         storage = config.storage
         self._keeper = StateKeeper(
-            open_store(storage),
+            (lambda: store) if store is not None else (lambda: open_store(storage)),
+            backend=store.name if store is not None else storage.backend,
             models=self.models,
             pools=self.pools,
             lock=self._lock,
@@ -118,11 +122,13 @@ class Mesh:
             sync_interval=storage.sync_interval,
             refresh_interval=storage.refresh_interval,
             on_corrupt=storage.on_corrupt,
+            on_unavailable=storage.on_unavailable,
         )
-        self._keeper.restore()
         attach_logging(self.events, logging.getLogger(config.observability.logger))
         self._router.tracing = Tracing(config.observability.tracing)
         self._router.metrics = attach_metrics(self.events, config.observability.metrics)
+        self._keeper.metrics = self._router.metrics
+        self._keeper.restore()
         self._router.keeper = self._keeper
         self._closed = False
 
@@ -220,7 +226,12 @@ class Mesh:
                     "tokens": sum(r["tokens"] for r in members),
                     "cost": sum(r["cost"] for r in members),
                 }
-        return {"models": models, "providers": providers, "pools": pools}
+        return {
+            "models": models,
+            "providers": providers,
+            "pools": pools,
+            "store": self._keeper.report(),
+        }
 
     # --- manual rotation ------------------------------------------------------------
     def deactivate(self, model_id: str, reason: str | DeactivationReason = "manual") -> None:
@@ -351,7 +362,11 @@ class Mesh:
 
     # --- state and shutdown -------------------------------------------------------
     def save_state(self) -> None:
-        """Save the state to the configured store now (``storage.sync_policy`` aside)."""
+        """Save the state to the configured store now (``storage.sync_policy`` aside).
+
+        Raises StateStoreError when the store cannot take it; the state stays in memory
+        and is saved once the store is back.
+        """
         self._keeper.flush()
 
     def _in_flight(self) -> int:
@@ -371,7 +386,7 @@ class Mesh:
         deadline = time.monotonic() + timeout
         while self._in_flight() and time.monotonic() < deadline:
             time.sleep(0.01)
-        self._keeper.close()
+        self._keeper.close(max(0.0, deadline - time.monotonic()))
         for provider in self.providers.values():
             provider.close()
 
@@ -383,7 +398,7 @@ class Mesh:
         deadline = time.monotonic() + timeout
         while self._in_flight() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        await asyncio.to_thread(self._keeper.close)
+        await asyncio.to_thread(self._keeper.close, max(0.0, deadline - time.monotonic()))
         for provider in self.providers.values():
             await provider.aclose()
 
@@ -423,6 +438,9 @@ def _drive(plan: Generator[Any, Outcome | None, Any]) -> Any:
                 time.sleep(effect.seconds)
                 outcome = None
                 continue
+            if isinstance(effect, Blocking):
+                outcome = Outcome(value=effect.fn())
+                continue
             try:
                 with current(effect.span):
                     outcome = Outcome(value=_call(effect))
@@ -444,6 +462,9 @@ async def _adrive(plan: Generator[Any, Outcome | None, Any]) -> Any:
             if isinstance(effect, Sleep):
                 await asyncio.sleep(effect.seconds)
                 outcome = None
+                continue
+            if isinstance(effect, Blocking):
+                outcome = Outcome(value=await asyncio.to_thread(effect.fn))
                 continue
             try:
                 with current(effect.span):

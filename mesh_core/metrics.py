@@ -8,6 +8,8 @@ add to the same series), active when the package is installed and
 * ``modelmesh_request_latency_seconds{pool, model}``: latency of successful calls (histogram)
 * ``modelmesh_tokens_total{pool, model}`` and ``modelmesh_cost_usd_total{pool, model}``
 * ``modelmesh_deactivations_total{model, reason}`` and ``modelmesh_recoveries_total{model}``
+* ``modelmesh_store_errors_total{backend, operation}``: failed state-store operations (the
+  mesh keeps answering from memory meanwhile)
 
 The request path never touches prometheus-client objects: a call adds to plain
 counters under one lock, and a collector turns them into metric families when
@@ -53,6 +55,7 @@ class Metrics:
         self._failures: dict[tuple[str, str, str], int] = {}
         self._deactivations: dict[tuple[str, str], int] = {}
         self._recoveries: dict[str, int] = {}
+        self._store_errors: dict[tuple[str, str], int] = {}
 
     # --- recording (the request path) -----------------------------------------------
     def success(self, pool: str, model: str, latency: float, tokens: int, cost: float) -> None:
@@ -75,6 +78,9 @@ class Metrics:
     def recovery(self, model: str) -> None:
         _bump(self._lock, self._recoveries, model)
 
+    def store_error(self, backend: str, operation: str) -> None:
+        _bump(self._lock, self._store_errors, (backend, operation))
+
     # --- the collector protocol (scrape time) ------------------------------------------
     def describe(self) -> list[Any]:
         return list(self._families())
@@ -85,9 +91,10 @@ class Metrics:
             failures = dict(self._failures)
             deactivations = dict(self._deactivations)
             recoveries = dict(self._recoveries)
+            store_errors = dict(self._store_errors)
         from prometheus_client.utils import floatToGoString
 
-        attempts, latency, tokens, cost, deact, recov = self._families()
+        attempts, latency, tokens, cost, deact, recov, store = self._families()
         for (pool, model), s in success.items():
             attempts.add_metric([pool, model, "success"], s.count)
             cumulative, running = [], 0
@@ -103,7 +110,9 @@ class Metrics:
             deact.add_metric(list(labels), n)
         for model, n in recoveries.items():
             recov.add_metric([model], n)
-        yield from (attempts, latency, tokens, cost, deact, recov)
+        for labels, n in store_errors.items():
+            store.add_metric(list(labels), n)
+        yield from (attempts, latency, tokens, cost, deact, recov, store)
 
     @staticmethod
     def _families() -> tuple[Any, ...]:
@@ -125,6 +134,11 @@ class Metrics:
             ),
             CounterMetricFamily(
                 "modelmesh_recoveries", "Models back in rotation", labels=["model"]
+            ),
+            CounterMetricFamily(
+                "modelmesh_store_errors",
+                "Failed state-store operations",
+                labels=["backend", "operation"],
             ),
         )
 

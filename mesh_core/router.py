@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from .clock import Clock
 from .config import RetryConfig
+from .effects import Blocking, Effect, Outcome
 from .errors import (
     CALLER_KINDS,
     ErrorKind,
@@ -126,7 +128,10 @@ class Router:
         exclude: set[str],
         eligible: Callable[[Model], str | None] | None,
         attempt: int,
-    ) -> Model:
+    ) -> Generator[Effect, Outcome | None, Model]:
+        """Pick a model and mark it in flight. With limits kept in a shared store, the
+        counters of every process are read first (a :class:`Blocking` effect: the
+        async driver keeps that read off the event loop)."""
         keeper = self.keeper
         limited = keeper is not None and keeper.shared and _has_limits(pool)
         while True:
@@ -135,8 +140,11 @@ class Router:
                 model.in_flight += 1
             if not limited:
                 break
-            # Shared limits: check the counters of every process before spending more.
-            keeper.sync_usage(model)  # type: ignore[union-attr]
+            try:
+                yield Blocking(partial(keeper.pull_usage, model))  # type: ignore[union-attr]
+            except BaseException:  # cancelled while reading the store
+                self.release(model)
+                raise
             with self.lock:
                 reason = pool.rotation_policy.deactivation.get_reason(
                     model.snapshot(self.clock.time())
@@ -176,32 +184,37 @@ class Router:
         *,
         release: bool = True,
     ) -> tuple[Usage, float]:
-        """Record a success; returns the usage counted (estimated if unreported) and its cost."""
-        usage = usage or Usage()
-        cost = model.cost(usage)
-        keeper = self.keeper
-        shared = keeper.add_usage(model, pool, usage.total_tokens, cost) if keeper else None
-        with self.lock:
+        """Record a success; returns the usage counted (estimated if unreported) and its cost.
+
+        The model leaves ``in_flight`` first, whatever happens next; the state store is
+        told afterwards, outside the lock, and cannot fail the request.
+        """
+        try:
+            usage = usage or Usage()
+            cost = model.cost(usage)
+            with self.lock:
+                if release:
+                    model.in_flight -= 1
+                    release = False
+                now = self.clock.time()
+                st = model.state
+                deact = pool.rotation_policy.deactivation
+                deact.policy.roll_periods(st, now)
+                st.record_success(latency, usage.total_tokens, cost, now=now)
+                if st.probation:
+                    st.probation = False
+                    st.strikes = 0
+                periods = (st.quota_period_start or 0.0, st.budget_period_start or 0.0)
+                _apply_rate_limits(model, rate_limits)
+                model.changed()
+                reason = deact.get_reason(model.snapshot(now)) if st.status == ACTIVE else None
+                if reason is not None:
+                    pool.deactivate(model, reason, now=now)
+        finally:
             if release:
-                model.in_flight -= 1
-            now = self.clock.time()
-            st = model.state
-            deact = pool.rotation_policy.deactivation
-            deact.policy.roll_periods(st, now)
-            st.record_success(latency, usage.total_tokens, cost, now=now)
-            if st.probation:
-                st.probation = False
-                st.strikes = 0
-            if shared is not None:  # the totals of every process sharing the store
-                st.quota_used, st.tokens_used = shared.requests, shared.tokens
-                st.cost_accumulated = shared.cost
-            _apply_rate_limits(model, rate_limits)
-            model.changed()
-            reason = deact.get_reason(model.snapshot(now)) if st.status == ACTIVE else None
-            if reason is not None:
-                pool.deactivate(model, reason, now=now)
-        if keeper is not None:
-            keeper.touched(model, pool)
+                self.release(model)
+        if self.keeper is not None:
+            self.keeper.after_request(model, pool, usage=(*periods, usage.total_tokens, cost))
         if self.metrics is not None:
             self.metrics.success(pool.name, model.id, latency, usage.total_tokens, cost)
         self.emitter.emit(
@@ -244,7 +257,7 @@ class Router:
         )
         decision = self._decide(pool, model, err, kind, tries, max_attempts, release)
         if self.keeper is not None and decision != RAISE:
-            self.keeper.touched(model, pool)
+            self.keeper.after_request(model, pool)
         return decision
 
     def _decide(
@@ -258,7 +271,7 @@ class Router:
         release: bool,
     ) -> float:
         with self.lock:
-            if release:
+            if release:  # first, so that no later failure can leave the model in flight
                 model.in_flight -= 1
             if kind in CALLER_KINDS:
                 return RAISE

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
 
+from .effects import Blocking, Call, Effect, Outcome, Sleep
 from .errors import (
     AllProvidersExhaustedError,
     ContextWindowExceededError,
@@ -25,40 +25,11 @@ from .errors import (
 )
 from .events import EventType
 from .pool import CapabilityPool, Model
-from .providers.base import Provider, ProviderReply, Timeouts
+from .providers.base import ProviderReply, Timeouts
 from .router import RAISE, Router
 from .types import Attempt, CompletionRequest, CompletionResponse
 
-__all__ = ["Call", "Flight", "Outcome", "Sleep"]
-
-
-@dataclass(slots=True)
-class Call:
-    """Effect: call ``provider`` for ``model`` (streaming or not)."""
-
-    provider: Provider
-    model: Model
-    request: CompletionRequest
-    timeouts: Timeouts
-    stream: bool
-    span: Any = None
-    """The attempt's tracing span, made current while the provider is called (or None)."""
-
-
-@dataclass(slots=True)
-class Sleep:
-    """Effect: wait ``seconds``."""
-
-    seconds: float
-
-
-@dataclass(slots=True)
-class Outcome:
-    value: Any = None
-    error: BaseException | None = None
-
-
-Effect = Call | Sleep
+__all__ = ["Blocking", "Call", "Flight", "Outcome", "Sleep"]
 
 
 class Flight:
@@ -98,8 +69,6 @@ class Flight:
 
     def _attempts(self) -> Generator[Effect, Outcome | None, Any]:
         router, pool, request = self.router, self.pool, self.request
-        if router.keeper is not None:
-            router.keeper.refresh()
         with router.lock:
             pool.total_requests += 1
         eligible = router.eligibility(pool, request)
@@ -110,7 +79,9 @@ class Flight:
         waited = 0.0
         while True:
             try:
-                model = router.choose(pool, request, exclude, eligible, len(self.attempts) + 1)
+                model = yield from router.choose(
+                    pool, request, exclude, eligible, len(self.attempts) + 1
+                )
             except NoAvailableModelError as exc:
                 if last_error is not None:
                     raise self._exhausted(last_error) from last_error

@@ -101,49 +101,18 @@ MODES = pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.fixture(scope="session")
 def redis_url():
     """A private redis-server on 127.0.0.1, started for the session."""
-    import os
-    import shutil
-    import socket
-    import subprocess
-    import tempfile
-    import time
+    from tests.redis_server import RedisServer
 
-    exe = shutil.which("redis-server")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed; .ci/run installs it with apt-get")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="mesh-redis-")
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
+    server = RedisServer().start()
+    yield server.url
+    server.stop()
 
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    client.close()
-    proc.terminate()
-    proc.wait(timeout=10)
+
+@pytest.fixture
+def redis_server():
+    """A redis-server of this test's own, to pause, kill and restart."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.stop()

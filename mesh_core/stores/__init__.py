@@ -42,7 +42,12 @@ def open_store(config: Any) -> StateStore:
     try:
         return create_store(config)
     except StateStoreError as exc:
-        if config.on_corrupt != "fresh" or config.backend not in ("json", "sqlite"):
+        if (
+            config.on_corrupt != "fresh"
+            or config.backend not in ("json", "sqlite")
+            or exc.details.get("unavailable")  # locked or unreachable is not corrupt
+            or config.backend == "json"  # a JSON file is read later, by load()
+        ):
             raise
         aside = quarantine(exc.details["where"])
         logger.warning(
@@ -53,22 +58,27 @@ def open_store(config: Any) -> StateStore:
         return create_store(config)
 
 
-def create_store(config: Any) -> StateStore:
-    """The store a ``storage`` configuration section describes (imports only what it needs)."""
+def create_store(config: Any, *, read_only: bool = False) -> StateStore:
+    """The store a ``storage`` configuration section describes (imports only what it needs).
+
+    ``read_only``: a JSON file is read without taking its lock (to look at a running
+    mesh's state); the other backends are shared anyway.
+    """
     backend = config.backend
+    timeout = getattr(config, "timeout", 2.0)
     if backend == "memory":
         return MemoryStore()
     if backend == "json":
         from .jsonfile import JsonFileStore
 
-        return JsonFileStore(config.path or "modelmesh-state.json")
+        return JsonFileStore(config.path or "modelmesh-state.json", read_only=read_only)
     if backend == "sqlite":
         from .sqlite import SqliteStore
 
-        return SqliteStore(config.path or "modelmesh-state.db")
+        return SqliteStore(config.path or "modelmesh-state.db", timeout=timeout)
     if backend == "redis":
         from .redis import RedisStore
 
         url = config.url.get_secret_value() if config.url else "redis://127.0.0.1:6379/0"
-        return RedisStore(url, key_prefix=config.key_prefix)
+        return RedisStore(url, key_prefix=config.key_prefix, timeout=timeout)
     raise ValueError(f"unknown storage backend {backend!r}")

@@ -25,22 +25,33 @@ class RedisStore(StateStore):
     shared = True
     name = "redis"
 
-    def __init__(self, url: str, *, key_prefix: str = "modelmesh:") -> None:
+    def __init__(self, url: str, *, key_prefix: str = "modelmesh:", timeout: float = 2.0) -> None:
+        """``timeout``: the socket timeout of one operation. Failures are retried once on a
+        fresh connection, no more: the mesh does its own backoff and never waits long."""
         try:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
         except ImportError:  # pragma: no cover - depends on the extra
             raise StateStoreError(
                 "the redis store needs the 'redis' package: pip install \"modelmesh-lite[redis]\"",
                 details={"where": "storage.url"},
             ) from None
-        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+        self._redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        )
         self._p = key_prefix
         self._where = _safe_url(url)
         try:
             self._redis.ping()
         except redis.RedisError as exc:
             raise StateStoreError(
-                f"{self._where}: cannot reach Redis ({exc})", details={"where": self._where}
+                f"{self._where}: cannot reach Redis ({_safe_error(exc, url)})",
+                details={"where": self._where, "unavailable": True},
             ) from None
 
     def __repr__(self) -> str:
@@ -143,6 +154,17 @@ class RedisStore(StateStore):
         """Seconds until the server-side cooldown of ``model_id`` expires (0: none)."""
         ms = self._redis.pttl(self._k("cooldown", model_id))
         return max(0.0, ms / 1000.0) if ms and ms > 0 else 0.0
+
+
+def _safe_error(exc: BaseException, url: str) -> str:
+    """An error's text, with the URL's password replaced should the client quote it."""
+    text = str(exc)
+    if "@" in url and "://" in url:
+        userinfo = url.split("://", 1)[1].split("@", 1)[0]
+        password = userinfo.split(":", 1)[1] if ":" in userinfo else userinfo
+        if password:
+            text = text.replace(password, "***")
+    return text
 
 
 def _safe_url(url: str) -> str:

@@ -46,8 +46,11 @@ class SqliteStore(StateStore):
     shared = True
     name = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 2.0) -> None:
+        """``timeout``: how long one operation waits for another process's write
+        transaction (SQLite's busy timeout) before it fails."""
         self.path = Path(path)
+        self.timeout = timeout
         self._lock = threading.Lock()
         self.reopen()
 
@@ -57,14 +60,19 @@ class SqliteStore(StateStore):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
+            self._db.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
             with self._tx():
                 self._create()
             fmt = self._db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        except (sqlite3.OperationalError, OSError) as exc:  # locked, unreadable, no disk
+            raise StateStoreError(
+                f"{where}: cannot open the SQLite database ({exc})",
+                details={"where": where, "unavailable": True},
+            ) from None
         except sqlite3.DatabaseError as exc:
             raise StateStoreError(
                 f"{where}: not a usable SQLite database ({exc})", details={"where": where}
@@ -88,12 +96,26 @@ class SqliteStore(StateStore):
 
         def __enter__(self) -> sqlite3.Connection:
             self.store._lock.acquire()
-            self.store._db.execute("BEGIN IMMEDIATE")
+            try:  # BEGIN waits out the busy timeout when another process writes
+                self.store._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.store._lock.release()
+                raise
             return self.store._db
 
         def __exit__(self, exc_type: Any, *rest: Any) -> None:
+            db = self.store._db
             try:
-                self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                if exc_type is None:
+                    try:
+                        db.execute("COMMIT")
+                        return
+                    except BaseException:
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
             finally:
                 self.store._lock.release()
 
@@ -113,7 +135,12 @@ class SqliteStore(StateStore):
                 models={mid: json.loads(data) for mid, data in models},
                 pools={pid: json.loads(data) for pid, data in pools},
             )
-        except (sqlite3.DatabaseError, ValueError) as exc:
+        except sqlite3.OperationalError as exc:  # locked or unreadable: not corrupt
+            raise StateStoreError(
+                f"{where}: cannot read state ({exc})",
+                details={"where": where, "unavailable": True},
+            ) from None
+        except (sqlite3.DatabaseError, ValueError, RecursionError) as exc:
             raise StateStoreError(
                 f"{where}: cannot read state ({exc})", details={"where": where}
             ) from None
