@@ -25,11 +25,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock
 from .events import Event, EventEmitter, EventType
+from .pending import Delta, PendingChanges, UsageKey
 from .pool import CapabilityPool, Model
 from .state import ACTIVE, STANDBY, ModelState
 from .store_health import StoreHealth, StoreTransition
@@ -49,23 +49,6 @@ _STATUS_FIELDS = (
     "probation",
     "strikes",
 )
-
-UsageKey = tuple[str, float, float]
-"""(model id, quota period start, budget period start)."""
-
-
-@dataclass(slots=True)
-class _Delta:
-    """Usage counted locally and not yet added to the shared store."""
-
-    requests: int = 0
-    tokens: int = 0
-    cost: float = 0.0
-
-    def add(self, other: _Delta) -> None:
-        self.requests += other.requests
-        self.tokens += other.tokens
-        self.cost += other.cost
 
 
 class StateKeeper:
@@ -102,11 +85,7 @@ class StateKeeper:
         self.metrics: Any = None
         """The mesh's :class:`~mesh_core.metrics.Metrics` (store errors are counted there)."""
         self._opener = opener
-        self._plock = threading.Lock()  # guards the pending changes below; never held over I/O
-        self._usage: dict[UsageKey, _Delta] = {}
-        self._statuses: set[str] = set()
-        self._dirty_models: set[str] = set()
-        self._dirty_pools: set[str] = set()
+        self.pending = PendingChanges()
         self._io = threading.Lock()  # one store conversation at a time
         self._resync = False
         self._seq = 0
@@ -208,13 +187,11 @@ class StateKeeper:
         ``(quota period, budget period, tokens, cost)``, already counted in memory."""
         if not self.durable:
             return
-        with self._plock:
-            if usage is not None and self.shared:
-                q, b, tokens, cost = usage
-                delta = self._usage.setdefault((model.id, q, b), _Delta())
-                delta.add(_Delta(1, tokens, cost))
-            self._dirty_models.add(model.id)
-            self._dirty_pools.add(pool.name)
+        counted = None
+        if usage is not None and self.shared:
+            q, b, tokens, cost = usage
+            counted = ((model.id, q, b), Delta(1, tokens, cost))
+        self.pending.request(model.id, pool.name, counted)
         self._kick()
 
     def _kick(self) -> None:
@@ -233,10 +210,7 @@ class StateKeeper:
         # Called under the mesh lock (from a deactivation): remember, let the worker publish.
         if self._applying or event.model_id is None or event.model_id not in self.models:
             return
-        with self._plock:
-            self._dirty_models.add(event.model_id)
-            if self.shared:
-                self._statuses.add(event.model_id)
+        self.pending.status(event.model_id, publish=self.shared)
         if self._worker is not None:
             self._worker.wake()
 
@@ -269,11 +243,7 @@ class StateKeeper:
 
     def _apply_usage(self, model: Model, q: float, b: float, usage: Usage) -> None:
         """Set a model's counters to the store's totals plus what is still pending here."""
-        with self._plock:
-            mine = _Delta()
-            for (mid, pq, pb), delta in self._usage.items():
-                if mid == model.id and pq == q and pb == b:
-                    mine.add(delta)
+        mine = self.pending.usage_of(model.id, q, b)
         st = model.state
         if (st.quota_period_start or 0.0) == q:
             st.quota_used = usage.requests + mine.requests
@@ -318,20 +288,17 @@ class StateKeeper:
         return True
 
     def _push_usage(self, store: StateStore) -> None:
-        with self._plock:
-            batch, self._usage = self._usage, {}
-        items = list(batch.items())
+        items = self.pending.take_usage()
         done: list[tuple[UsageKey, Usage]] = []
         try:
-            for key, delta in items:
+            for token, key, delta in items:
                 mid, q, b = key
-                done.append(
-                    (key, store.add_usage(mid, q, b, delta.requests, delta.tokens, delta.cost))
+                totals = store.add_usage(
+                    mid, q, b, delta.requests, delta.tokens, delta.cost, token=token
                 )
+                done.append((key, totals))
         except BaseException:
-            with self._plock:  # what was not added goes back, merged with newer usage
-                for key, delta in items[len(done) :]:
-                    self._usage.setdefault(key, _Delta()).add(delta)
+            self.pending.give_back_usage(items[len(done) :])  # merged with newer usage
             raise
         finally:
             if done:
@@ -342,8 +309,7 @@ class StateKeeper:
                             self._apply_usage(model, q, b, totals)
 
     def _publish_statuses(self, store: StateStore) -> None:
-        with self._plock:
-            mids, self._statuses = sorted(self._statuses), set()
+        mids = self.pending.take_statuses()
         with self.lock:
             records = {
                 mid: {k: getattr(self.models[mid].state, k) for k in _STATUS_FIELDS} for mid in mids
@@ -352,14 +318,11 @@ class StateKeeper:
             try:
                 store.publish_status(mid, records[mid])
             except BaseException:
-                with self._plock:
-                    self._statuses.update(mids[i:])
+                self.pending.give_back_statuses(mids[i:])
                 raise
 
     def _save(self, store: StateStore) -> None:
-        with self._plock:
-            mids, pids = self._dirty_models, self._dirty_pools
-            self._dirty_models, self._dirty_pools = set(), set()
+        mids, pids = self.pending.take_dirty()
         with self.lock:
             if not self.shared:  # a snapshot store keeps the whole state
                 mids, pids = set(self.models), set(self.pools)
@@ -371,9 +334,7 @@ class StateKeeper:
         try:
             store.save(state)
         except BaseException:
-            with self._plock:
-                self._dirty_models |= mids
-                self._dirty_pools |= pids
+            self.pending.give_back_dirty(mids, pids)
             raise
         self._next_save = time.monotonic() + self.sync_interval
 
@@ -460,12 +421,7 @@ class StateKeeper:
     def report(self) -> dict[str, Any]:
         """The store's health for ``mesh.stats()`` (JSON-safe)."""
         h = self.health
-        with self._plock:
-            pending = {
-                "usage": sum(d.requests for d in self._usage.values()),
-                "statuses": len(self._statuses),
-                "models": len(self._dirty_models),
-            }
+        pending = self.pending.summary()
         since = h.degraded_since
         return {
             "backend": self.backend,
@@ -483,9 +439,7 @@ class StateKeeper:
         Returns the seconds until the next turn is due."""
         if self._closed:
             return 1.0
-        with self._plock:
-            pending = bool(self._usage or self._statuses)
-            dirty = bool(self._dirty_models or self._dirty_pools)
+        pending, dirty = self.pending.to_write, self.pending.dirty
         save = dirty and self._save_due(now)
         if (pending or save or self._resync or self.store is None) and self.health.may_try(now):
             self._sync(save=save)

@@ -33,7 +33,7 @@ class Backoff:
 
     initial: float = 0.5
     factor: float = 2.0
-    maximum: float = 30.0
+    maximum: float = 10.0
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failure in a row (1-based)."""

@@ -34,7 +34,7 @@ def chat_config(servers, storage, **pool):
     return cfg
 
 
-def wait_for(predicate, timeout: float = 20.0) -> None:
+def wait_for(predicate, timeout: float = 40.0) -> None:
     """Poll ``predicate`` until true (a generous bound: CI machines are loaded)."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -277,6 +277,8 @@ def test_paused_redis_costs_no_answer_and_never_blocks_the_loop(servers, redis_s
 
     async def burst():
         loop = asyncio.get_running_loop()
+        await mesh.acomplete("chat", "warm")  # this loop's connection pools (issue: cold start)
+        redis_server.pause()
         lag, done = 0.0, False
 
         async def monitor():
@@ -295,12 +297,11 @@ def test_paused_redis_costs_no_answer_and_never_blocks_the_loop(servers, redis_s
             await _close_loop_pools(mesh)
         return answers, lag
 
-    redis_server.pause()
     try:
         answers, lag = asyncio.run(burst())
         assert [a.model for a in answers] == ["p1.m1"] * 20
         print(f"largest event-loop lag with Redis paused: {lag * 1000:.0f} ms")
-        assert lag < 1.0  # measured in the tens of ms; the bound is generous on purpose
+        assert lag < 1.0  # measured at ~10 ms; the bound is generous on purpose
         assert not store_health(mesh)["healthy"]
         assert in_flight(mesh) == [0, 0]
         started = time.monotonic()
@@ -310,7 +311,7 @@ def test_paused_redis_costs_no_answer_and_never_blocks_the_loop(servers, redis_s
         redis_server.resume()
     wait_for(lambda: store_health(mesh)["healthy"])
     # counted while Redis was away, then added to the shared counters: nothing lost
-    wait_for(lambda: shared_requests(redis_server.url, section["key_prefix"], mesh, "p1.m1") == 22)
+    wait_for(lambda: shared_requests(redis_server.url, section["key_prefix"], mesh, "p1.m1") == 23)
     started = time.monotonic()
     mesh.close()
     assert time.monotonic() - started < 5
@@ -411,3 +412,14 @@ def test_leftover_temporary_files_are_removed_at_start(servers, tmp_path):
     Mesh.from_config(cfg).close()
     assert not leftover.exists()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_resent_addition_counts_once(redis_url):
+    """A paused Redis may apply an addition whose reply timed out: the re-send is a no-op."""
+    store = RedisStore(redis_url, key_prefix=f"t{uuid.uuid4().hex[:8]}:")
+    first = store.add_usage("m", 0.0, 0.0, 1, 10, 0.5, token="t1")
+    again = store.add_usage("m", 0.0, 0.0, 1, 10, 0.5, token="t1")
+    assert first == again == Usage(1, 10, 0.5)
+    assert store.add_usage("m", 0.0, 0.0, 1, 10, 0.5, token="t2") == Usage(2, 20, 1.0)
+    assert store.add_usage("m", 0.0, 0.0, 1, 10, 0.5) == Usage(3, 30, 1.5)
+    store.close()

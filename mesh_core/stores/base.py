@@ -105,8 +105,15 @@ class StateStore(ABC):
         requests: int,
         tokens: int,
         cost: float,
+        *,
+        token: str | None = None,
     ) -> Usage:
-        """Add to a model's counters atomically and return the new totals."""
+        """Add to a model's counters atomically and return the new totals.
+
+        ``token`` identifies this addition: the mesh re-sends an addition whose reply it
+        did not get, and a store that may have applied it anyway (a network store whose
+        server was paused, not dead) must apply each token only once.
+        """
         raise TypeError(f"the {self.name} store is not shared")
 
     def get_usage(self, model_id: str, quota_period: float, budget_period: float) -> Usage:

@@ -1,11 +1,13 @@
 """Redis: one view of the state for several processes or hosts.
 
-Counters are updated on the server (``HINCRBY`` / ``HINCRBYFLOAT`` in one
-``MULTI``), so there is no read-modify-write race. Each counter hash is keyed by
-its period and expires some time after the period ends. A status change bumps a
-global sequence and lands in a sorted set, which every instance polls by score;
-a standby with a recovery time also sets a cooldown key that expires on the
-server at that time. Needs the ``redis`` package (``pip install "modelmesh-lite[redis]"``).
+Counters are updated on the server (``HINCRBY`` / ``HINCRBYFLOAT`` in one Lua
+script), so there is no read-modify-write race, and each addition carries a token the
+script applies once, so an addition re-sent after a lost reply never counts twice.
+Each counter hash is keyed by its period and expires some time after the period ends.
+A status change bumps a global sequence and lands in a sorted set, which every
+instance polls by score; a standby with a recovery time also sets a cooldown key
+that expires on the server at that time. Needs the ``redis`` package
+(``pip install "modelmesh-lite[redis]"``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,25 @@ from .base import PersistedState, StateStore, StateStoreError, Usage
 __all__ = ["RedisStore"]
 
 _KEEP_AFTER_PERIOD = 40 * 86400  # counters outlive their period by this much (seconds)
+_APPLIED_TTL = 86400
+"""How long an addition's token is remembered (a re-send comes within seconds or minutes)."""
+
+# One addition, applied once per token (KEYS[3], empty: no token), atomically: a reply
+# lost to a timeout does not make the re-sent addition count twice.
+_ADD_ONCE = f"""
+if KEYS[3] == '' or redis.call('SET', KEYS[3], '1', 'NX', 'EX', {_APPLIED_TTL}) then
+    redis.call('HINCRBY', KEYS[1], 'requests', ARGV[1])
+    redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[2])
+    redis.call('HINCRBYFLOAT', KEYS[2], 'cost', ARGV[3])
+    redis.call('EXPIREAT', KEYS[1], ARGV[4])
+    redis.call('EXPIREAT', KEYS[2], ARGV[4])
+end
+return {{
+    redis.call('HGET', KEYS[1], 'requests') or '0',
+    redis.call('HGET', KEYS[1], 'tokens') or '0',
+    redis.call('HGET', KEYS[2], 'cost') or '0',
+}}
+"""
 
 
 class RedisStore(StateStore):
@@ -45,6 +66,7 @@ class RedisStore(StateStore):
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
         self._p = key_prefix
+        self._add = self._redis.register_script(_ADD_ONCE)
         self._where = _safe_url(url)
         try:
             self._redis.ping()
@@ -98,17 +120,16 @@ class RedisStore(StateStore):
         requests: int,
         tokens: int,
         cost: float,
+        *,
+        token: str | None = None,
     ) -> Usage:
         qk = self._k("usage", model_id, "quota", int(quota_period))
         bk = self._k("usage", model_id, "budget", int(budget_period))
+        applied = self._k("applied", token) if token else ""
         expire = int(time.time()) + _KEEP_AFTER_PERIOD
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hincrby(qk, "requests", requests)
-        pipe.hincrby(qk, "tokens", tokens)
-        pipe.hincrbyfloat(bk, "cost", cost)
-        pipe.expireat(qk, expire)
-        pipe.expireat(bk, expire)
-        n_requests, n_tokens, spent, *_ = pipe.execute()
+        n_requests, n_tokens, spent = self._add(
+            keys=[qk, bk, applied], args=[requests, tokens, repr(float(cost)), expire]
+        )
         return Usage(int(n_requests), int(n_tokens), float(spent))
 
     def get_usage(self, model_id: str, quota_period: float, budget_period: float) -> Usage:

@@ -171,7 +171,11 @@ class SqliteStore(StateStore):
         requests: int,
         tokens: int,
         cost: float,
+        *,
+        token: str | None = None,
     ) -> Usage:
+        # ``token`` needs no bookkeeping here: a transaction whose COMMIT did not return
+        # success was rolled back, so a failed addition was never applied.
         with self._tx() as db:
             q = db.execute(
                 _ADD, (model_id, "quota", quota_period, requests, tokens, 0.0)
