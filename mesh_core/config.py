@@ -4,34 +4,51 @@
 (``pools.reasoning.deactivation.retry_limit``), the bad value and what was
 expected; an unknown key suggests the closest valid one. Secrets come from the
 environment through ``${VAR}`` (or ``${VAR:-default}``) references and are held
-as ``SecretStr`` so they never show in a repr, a log line or an error.
+as ``SecretStr`` so they never show in a repr, a log line or an error; a repr or
+an error hides header values, URL userinfo and anything under a secret-like key too
+(the rule lives in ``mesh_core._redact``).
+
+A configuration is not an attack surface: only a regular file of at most
+``MAX_CONFIG_BYTES`` is read, and a structure nested deeper than ``MAX_DEPTH``, one
+that contains itself or one that expands (YAML aliases, shared objects) to more than
+``MAX_VALUES`` values is refused before anything walks it, so loading stays linear in
+the size of the file.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.util
 import os
 import re
+import stat
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
+from ._redact import MASK, is_header_key, is_secret_key, is_url_key, redact, redact_text
 from .errors import ConfigurationError
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
+    "MAX_VALUES",
     "DeactivationConfig",
     "MeshConfig",
     "ModelConfig",
@@ -40,6 +57,7 @@ __all__ = [
     "RecoveryConfig",
     "RetryConfig",
     "TimeoutsConfig",
+    "check_shape",
     "load_config",
     "parse_duration",
 ]
@@ -69,6 +87,12 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Pydantic's, with secrets hidden: its repr (and ``str``) would show a header
+        value, a password in a URL or a nested ``token`` as they are."""
+        for name, value in super().__repr_args__():
+            yield name, redact(value, name)
+
 
 class TimeoutsConfig(_Section):
     """Per provider or model. Unset values inherit (model <- provider <- defaults)."""
@@ -85,9 +109,58 @@ class TimeoutsConfig(_Section):
 _PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 
 
+class LimitsConfig(_Section):
+    """Caps on what one provider may send back, counted after decompression (``32MiB``,
+    ``64KiB`` or a number of bytes): a reply past one is a MalformedResponseError that fails
+    over, so a decompression bomb or an endless line costs an attempt, not the process."""
+
+    max_response_bytes: ByteSize = Field(ByteSize(32 << 20), ge=1024)
+    """A whole answer, plain or streamed."""
+    max_error_bytes: ByteSize = Field(ByteSize(64 << 10), ge=256)
+    """What is read of an error reply (>= 400) to classify it; the rest is never read."""
+    max_sse_line_bytes: ByteSize = Field(ByteSize(4 << 20), ge=1024)
+    """One line, and one event, of a stream."""
+
+
+class _MaskedURL(str):
+    """A URL whose repr hides its userinfo (``user:***@``), so that neither a repr of the
+    configuration nor a validation error shows a password written into ``base_url``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        scheme, sep, rest = self.partition("://")
+        authority, slash, path = rest.partition("/")
+        userinfo, at, host = authority.rpartition("@")
+        if not sep or not at:
+            return str.__repr__(self)
+        return repr(f"{scheme}://{userinfo.partition(':')[0]}:***@{host}{slash}{path}")
+
+
+def _masked(value: Any) -> Any:
+    return _MaskedURL(value) if isinstance(value, str) else value
+
+
+def _http_url(value: Any) -> Any:
+    """Before pydantic's own check (so its error shows the masked value)."""
+    if isinstance(value, str):
+        scheme, sep, rest = value.partition("://")
+        host = rest.split("/", 1)[0].rpartition("@")[2]
+        if not sep or scheme.lower() not in ("http", "https") or not host.strip(":"):
+            raise ValueError("base_url must be an HTTP or HTTPS URL with a host name")
+    return value
+
+
+BaseURL = Annotated[
+    str, BeforeValidator(_http_url), BeforeValidator(_masked), AfterValidator(_masked)
+]
+"""Before-validators run last-declared first: masked, then checked; masked again once a str."""
+
+
 class ProviderConfig(_Section):
     type: Literal["openai-compatible", "openai"] = Field("openai-compatible", alias="connector")
-    base_url: str = "https://api.openai.com/v1"
+    base_url: BaseURL = "https://api.openai.com/v1"
+    """Credentials in it (``https://user:pass@host/v1``) are sent as HTTP basic auth."""
     api_key: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
@@ -96,6 +169,18 @@ class ProviderConfig(_Section):
     proxy: SecretStr | None = None
     """``http://``, ``https://`` or ``socks5://`` proxy URL; may hold credentials."""
     enabled: bool = True
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @field_validator("api_key")
+    @classmethod
+    def _one_credential(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        base_url = info.data.get("base_url") or ""
+        if value is not None and "@" in base_url.partition("://")[2].split("/", 1)[0]:
+            raise ValueError(
+                "cannot be combined with credentials in base_url (both would be sent as the "
+                "Authorization header): remove one of them"
+            )
+        return value
 
     @field_validator("proxy")
     @classmethod
@@ -273,26 +358,226 @@ def _substitute(node: Any, path: str, env: Mapping[str, str], errors: list) -> A
     return node
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest configuration file read (1 MiB); real ones are a few KiB."""
+MAX_DEPTH = 64
+"""The deepest nesting accepted; real configurations nest five or six levels."""
+MAX_VALUES = 100_000
+"""The most values (scalars, lists and mappings, aliases expanded) a configuration may
+hold: a thousand models take about ten thousand."""
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
 def _read(source: str | os.PathLike[str]) -> tuple[Any, str]:
+    path = Path(source)
+    return _parse_yaml(_read_text(path), str(path)), str(path)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, read only when it is a regular file of at most MAX_CONFIG_BYTES.
+
+    Checked before opening (opening a FIFO blocks until a writer comes, reading
+    ``/dev/zero`` never ends), again on the open descriptor (opened with O_NONBLOCK, so a
+    file swapped for a FIFO in between cannot block either), and the read stops one byte
+    past the cap whatever ``st_size`` said (``/proc`` files report 0).
+    """
+    where = str(path)
+
+    def fail(problem: str) -> ConfigurationError:
+        return ConfigurationError([("", problem)], source=where)
+
+    def refuse_special(mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+            raise fail(f"not a regular file ({kind}): {where}")
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        refuse_special(os.stat(path).st_mode)
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
+    except ConfigurationError:
+        raise
+    except FileNotFoundError:
+        raise fail(f"file not found: {path}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        info = os.fstat(fd)
+        refuse_special(info.st_mode)
+        if info.st_size <= MAX_CONFIG_BYTES:
+            while size <= MAX_CONFIG_BYTES:
+                chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        else:
+            size = info.st_size
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise fail(
+            f"file is larger than {MAX_CONFIG_BYTES >> 20} MiB ({MAX_CONFIG_BYTES} bytes), "
+            f"the most a configuration may be: {where}"
+        )
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+class _Refused(Exception):
+    """Raised from inside the YAML loader: a limit was hit at ``mark``."""
+
+    def __init__(self, mark: Any, problem: str) -> None:
+        super().__init__(problem)
+        self.mark = mark
+        self.problem = problem
+
+
+@functools.cache
+def _loader() -> type:
+    """PyYAML's SafeLoader (no tags that run code), made safe against hostile shapes.
+
+    The composer recurses once per level, so ``[[[[...`` ten thousand deep would end in a
+    RecursionError: nesting is capped while composing. Merge keys (``<<``) copy the
+    merged pairs into every mapping that merges them, so a chain of them multiplies:
+    the pairs copied are counted, and each mapping is flattened once. Aliases themselves
+    are cheap here (a shared node is composed and constructed once); their expansion is
+    what ``check_shape`` measures afterwards.
+    """
+    import yaml
+    from yaml.nodes import MappingNode, SequenceNode
+
+    merge_tag = "tag:yaml.org,2002:merge"
+
+    class Loader(yaml.SafeLoader):
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self._depth = 0
+            self._merged = 0
+            self._flat: set[int] = set()
+            self._flattening: set[int] = set()
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self._depth += 1
+            try:
+                if self._depth > MAX_DEPTH + 1:  # + 1: the document's root
+                    mark = self.peek_event().start_mark
+                    raise _Refused(mark, f"nested more than {MAX_DEPTH} levels deep")
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def flatten_mapping(self, node: Any) -> None:
+            if id(node) in self._flat:
+                return  # already flattened: no merge key is left in it
+            if id(node) in self._flattening:
+                raise _Refused(node.start_mark, "a merge key (<<) merges its own mapping")
+            self._flattening.add(id(node))
+            for key_node, value_node in node.value:
+                if key_node.tag != merge_tag:
+                    continue
+                merged = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for sub in merged:
+                    if isinstance(sub, MappingNode):
+                        self.flatten_mapping(sub)  # first, so that its size is final
+                        self._merged += len(sub.value)
+                if self._merged > MAX_VALUES:
+                    raise _Refused(
+                        key_node.start_mark,
+                        f"merge keys (<<) copy more than {MAX_VALUES} values",
+                    )
+            super().flatten_mapping(node)
+            self._flattening.discard(id(node))
+            self._flat.add(id(node))
+
+    return Loader
+
+
+def _parse_yaml(text: str, where: str) -> Any:
     import yaml
 
-    path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigurationError([("", f"file not found: {path}")], source=str(path)) from None
-    except OSError as exc:
-        raise ConfigurationError([("", f"cannot read {path}: {exc.strerror}")]) from None
-    try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader())  # a SafeLoader: no tag runs code
+    except _Refused as exc:
+        problem = f"line {exc.mark.line + 1}, column {exc.mark.column + 1}: {exc.problem}"
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigurationError(
-            [("", f"{where}invalid YAML: {problem}")], source=str(path)
-        ) from None
-    return data, str(path)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        detail = getattr(exc, "problem", None) or str(exc).partition("\n")[0]
+        problem = f"{at}invalid YAML: {detail}"
+    except RecursionError:  # the caps above should make this unreachable
+        problem = "invalid YAML: nested too deeply"
+    except (ValueError, OverflowError) as exc:  # a scalar it cannot build: 10,000 digits...
+        problem = f"invalid YAML: {str(exc)[:200]}"
+    raise ConfigurationError([("", problem)], source=where)
+
+
+def check_shape(data: Any, *, source: str | None = None) -> None:
+    """Raise ConfigurationError when walking ``data`` would not end, or not end soon.
+
+    That is: when it contains itself (a recursive YAML alias, a dict holding itself),
+    nests deeper than MAX_DEPTH, or expands to more than MAX_VALUES values. The last
+    is the "billion laughs": a few hundred bytes of YAML aliases, or one list used many
+    times, that every later walk (``${VAR}`` substitution, validation, a JSON dump)
+    would expand into billions of values. Shared subtrees are measured once (memoized
+    by ``id``), so this costs what the distinct objects cost, however they expand.
+    Called by ``load_config`` before anything else walks a configuration, and by the
+    shared mesh cache before a dict configuration is used as its key.
+    """
+    sizes: dict[int, int] = {}
+    walking: set[int] = set()
+    loc: list[Any] = []
+    shared = False
+
+    def fail(at: list[Any], problem: str) -> ConfigurationError:
+        return ConfigurationError([(_join(tuple(at)), problem)], source=source)
+
+    def measure(node: Any) -> int:
+        nonlocal shared
+        if isinstance(node, Mapping):
+            children: Any = node.items()
+        elif isinstance(node, (list, tuple)):
+            children = enumerate(node)
+        else:
+            return 1
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            shared = True
+            return known
+        if key in walking:
+            raise fail(loc, "refers to itself (a recursive YAML alias, or a dict holding itself)")
+        if len(loc) >= MAX_DEPTH:
+            raise fail(loc, f"nested more than {MAX_DEPTH} levels deep")
+        walking.add(key)
+        total = 1
+        for name, child in children:
+            loc.append(name)
+            total += measure(child)
+            loc.pop()
+            if total > MAX_VALUES:
+                hint = ""
+                if shared:
+                    hint = " (YAML aliases?)" if source else " (one list or dict used many times?)"
+                raise fail(loc, f"configuration expands to more than {MAX_VALUES} values{hint}")
+        walking.discard(key)
+        sizes[key] = total
+        return total
+
+    measure(data)
 
 
 def load_config(
@@ -309,14 +594,19 @@ def load_config(
     origin: str | None = None
     if isinstance(source, Mapping):
         data: Any = source
-    else:
+    elif isinstance(source, (str, os.PathLike)):
         data, origin = _read(source)
+    else:
+        raise ConfigurationError(
+            [("", f"expected a path, a mapping or a MeshConfig, got {type(source).__name__}")]
+        )
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigurationError(
             [("", f"expected a mapping of sections, got {type(data).__name__}")], source=origin
         )
+    check_shape(data, source=origin)
     errors: list[tuple[str, str]] = []
     data = _substitute(data, "", os.environ if env is None else env, errors)
     try:
@@ -344,10 +634,47 @@ def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
     if kind == "missing":
         return path, "required key is missing"
     value = err.get("input")
-    shown = "***" if "api_key" in path or "proxy" in path else repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return path, f"{msg} (got {shown})"
+    shown = _shown(loc, kind, value)
+    if isinstance(value, str) and len(value) >= 4 and not shown.startswith("got '"):
+        msg = msg.replace(value, MASK)  # a validator may have quoted what it refused
+    if shown in msg:
+        return path, msg  # the validator's message already says what it got
+    return path, f"{msg} ({shown})"
+
+
+# A string where a section or a mapping was expected is most likely a secret written in
+# the wrong place (``providers: {openai: sk-...}``, ``storage: redis://:pw@host``).
+_MAPPING_EXPECTED = frozenset(
+    {"model_type", "model_attributes_type", "dict_type", "mapping_type", "dataclass_type"}
+)
+
+
+def _kind_of(value: Any) -> str:
+    for kind, name in ((str, "a string"), (bool, "a boolean"), ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return "a list" if isinstance(value, (list, tuple)) else f"a {type(value).__name__}"
+
+
+def _shown(loc: tuple[Any, ...], kind: str, value: Any) -> str:
+    """What an error may say about the value it refused: nothing that could be a secret.
+
+    Nothing but its type under a secret-like key, a header or a URL setting; else a
+    number, boolean or null shows, and so does a string (URL userinfo removed, cut at 60
+    characters) unless it came where a section or a mapping was expected. A list or a
+    mapping only ever shows as such.
+    """
+    what = _kind_of(value)
+    if any(is_secret_key(p) or is_header_key(p) or is_url_key(p) for p in loc):
+        return "value hidden" if value is None else f"got {what}, value hidden"
+    if value is None or isinstance(value, (bool, int, float)):
+        return f"got {value!r}"
+    if not isinstance(value, str) or kind in _MAPPING_EXPECTED:
+        return f"got {what}"
+    shown = redact_text(repr(value))
+    return f"got {shown[:57]}..." if len(shown) > 60 else f"got {shown}"
 
 
 def _join(loc: tuple[Any, ...]) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from ._redact import redact_text
+
 
 class ErrorKind(enum.StrEnum):
     """What went wrong with one provider call."""
@@ -61,12 +63,15 @@ class ConfigurationError(ModelMeshError, ValueError):
     """A configuration file or dict is invalid.
 
     ``errors`` lists one ``(key_path, problem)`` pair per problem found, so that a
-    broken file is reported whole rather than one error per run.
+    broken file is reported whole rather than one error per run. Every URL's userinfo
+    (``user:pass@``) is removed from them, whoever wrote the problem: a configuration
+    error is printed, logged and shown to users, and must never carry a password.
     """
 
     def __init__(self, errors: list[tuple[str, str]], *, source: str | None = None) -> None:
+        errors = [(redact_text(str(path)), redact_text(str(problem))) for path, problem in errors]
         self.errors = errors
-        self.source = source
+        self.source = source = redact_text(source) if source else source
         where = f" in {source}" if source else ""
         lines = [f"invalid ModelMesh configuration{where}:"]
         lines += [f"  {path or '<root>'}: {problem}" for path, problem in errors]

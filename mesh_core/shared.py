@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .config import check_shape
 from .errors import ConfigurationError
 from .mesh import Mesh
 
@@ -34,6 +35,8 @@ _MESHES: dict[tuple[str, str], Mesh] = {}
 
 def _key(config: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[str, str]:
     if isinstance(config, Mapping):
+        # Before dumping it whole: an alias bomb, a cycle or deep nesting is a clear error.
+        check_shape(config)
         return "dict", json.dumps(config, sort_keys=True, default=str)
     return "path", str(Path(config).resolve())
 

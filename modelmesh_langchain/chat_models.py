@@ -30,6 +30,7 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from mesh_core._redact import redact
 from mesh_core.mesh import Mesh
 from mesh_core.shared import mesh_for_pool
 from mesh_core.types import CompletionResponse
@@ -70,8 +71,10 @@ class MeshChatModel(BaseChatModel):
 
     pool: str
     """The capability pool to route to."""
-    config: Any = Field(default=None, exclude=True)
-    """A YAML path, a configuration dict or a ``Mesh`` (default: ``$MODELMESH_CONFIG``)."""
+    config: Any = Field(default=None, exclude=True, repr=False)
+    """A YAML path, a configuration dict or a ``Mesh`` (default: ``$MODELMESH_CONFIG``).
+
+    Never shown (a dict may hold literal keys) nor serialized, unless it is a path."""
     model: str | None = Field(default=None, alias="model_name")
     """Pin one model of the pool (its mesh ID); None lets the pool's strategy choose."""
     temperature: float | None = None
@@ -97,6 +100,10 @@ class MeshChatModel(BaseChatModel):
         # After validation, so a configuration error surfaces as itself, not wrapped.
         self._mesh = mesh_for_pool(self.config, self.pool)
 
+    def __repr_args__(self) -> Any:
+        """LangChain's (non-default fields), with secrets in ``model_kwargs`` hidden."""
+        return [(name, redact(value, name)) for name, value in super().__repr_args__()]
+
     @classmethod
     def is_lc_serializable(cls) -> bool:
         return True
@@ -107,10 +114,17 @@ class MeshChatModel(BaseChatModel):
 
     def to_json(self) -> Any:
         """Serialize; a config *path* travels along, a dict or Mesh does not (it may
-        hold literal secrets), so such a model reloads from ``$MODELMESH_CONFIG``."""
+        hold literal secrets), so such a model reloads from ``$MODELMESH_CONFIG``.
+
+        Secrets in ``model_kwargs`` are masked: what is serialized lands in traces
+        (LangSmith records it with every run). Keys belong in the mesh configuration.
+        """
         out = super().to_json()
-        if isinstance(self.config, (str, os.PathLike)) and out.get("type") == "constructor":
-            out["kwargs"]["config"] = os.fspath(self.config)
+        if out.get("type") == "constructor":
+            if isinstance(self.config, (str, os.PathLike)):
+                out["kwargs"]["config"] = os.fspath(self.config)
+            if "model_kwargs" in out["kwargs"]:
+                out["kwargs"]["model_kwargs"] = redact(out["kwargs"]["model_kwargs"])
         return out
 
     @property
@@ -124,7 +138,8 @@ class MeshChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"pool": self.pool, **self._default_params}
+        """What callbacks and tracers see as the invocation parameters: secrets masked."""
+        return redact({"pool": self.pool, **self._default_params})
 
     @property
     def _default_params(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.generic_utils import (
@@ -29,6 +29,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
 
+from mesh_core._redact import redact
 from mesh_core.mesh import Mesh
 from mesh_core.shared import mesh_for_pool
 
@@ -60,7 +61,10 @@ class MeshLLM(FunctionCallingLLM):
 
     pool: str = Field(description="The capability pool to route to.")
     config: Any = Field(
-        default=None, exclude=True, description="A YAML path, a configuration dict or a Mesh."
+        default=None,
+        exclude=True,
+        repr=False,  # a dict may hold literal keys: never shown, never serialized
+        description="A YAML path, a configuration dict or a Mesh.",
     )
     model: str | None = Field(default=None, description="Pin one model of the pool.")
     temperature: float | None = Field(default=None)
@@ -77,6 +81,18 @@ class MeshLLM(FunctionCallingLLM):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._mesh = mesh_for_pool(self.config, self.pool)
+
+    def __repr_args__(self) -> Any:
+        """Pydantic's, with secrets in ``additional_kwargs`` hidden."""
+        return [(name, redact(value, name)) for name, value in super().__repr_args__()]
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """As LlamaIndex's, with secrets in ``additional_kwargs`` masked: this dict is
+        what instrumentation events carry (``LLMChatStartEvent.model_dict``)."""
+        data = super().to_dict(**kwargs)
+        if isinstance(data.get("additional_kwargs"), Mapping):
+            data["additional_kwargs"] = redact(data["additional_kwargs"])
+        return data
 
     @classmethod
     def class_name(cls) -> str:

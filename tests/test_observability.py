@@ -108,11 +108,54 @@ def test_the_api_key_appears_in_no_output(servers, tmp_path, caplog):
             mesh.close()
     finally:
         get_dispatcher().event_handlers.remove(handler)
+    seen += _literal_secret_outputs(servers)
     seen += [r.getMessage() + repr(getattr(r, "modelmesh", "")) for r in caplog.records]
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert "TOPSECRET" not in "\n".join(seen)
     assert b"TOPSECRET" not in stored
     assert servers[0].requests[0].authorization == f"Bearer {KEY}"  # it was sent, though
+
+
+def _literal_secret_outputs(servers) -> list[str]:
+    """What shows of secrets written literally into a dict config (no ``${VAR}``): the
+    adapters' reprs and serializations, the config's repr, and configuration errors."""
+    from langchain_core.load import dumpd
+
+    from mesh_core.config import load_config
+    from mesh_core.shared import forget_shared_meshes
+    from modelmesh_langchain import MeshChatModel
+    from modelmesh_llamaindex import MeshLLM
+
+    cfg = config_for(servers)
+    cfg["providers"]["p1"] |= {
+        "api_key": KEY,
+        "proxy": f"http://user:{KEY}@127.0.0.1:9",
+        "headers": {"X-Custom": KEY, "Authorization": f"Bearer {KEY}"},
+    }
+    cfg["providers"]["p2"]["base_url"] = servers[1].base_url.replace("://", f"://u:{KEY}@")
+    cfg["pools"]["chat"]["strategy_options"] = {"upstream": {"token": KEY}}
+    cfg["storage"] = {"backend": "memory", "url": f"redis://:{KEY}@127.0.0.1:6390/0"}
+    seen: list[str] = []
+    try:
+        lc = MeshChatModel(pool="chat", config=cfg, model_kwargs={"api_key": KEY})
+        li = MeshLLM(pool="chat", config=cfg, additional_kwargs={"extra_headers": {"X": KEY}})
+        seen += [repr(lc), str(lc), repr(lc._identifying_params), repr(dumpd(lc))]
+        seen += [repr(li), str(li), repr(li.to_dict()), repr(li.metadata)]
+        seen += [repr(lc.mesh.config), str(lc.mesh.config)]
+    finally:
+        forget_shared_meshes()
+    for bad in (
+        {"storage": f"redis://:{KEY}@cache:6379/0"},
+        {"storage": {"url": [f"redis://:{KEY}@cache:6379/0"]}},
+        {"providers": {"p": {"headers": {"X-Custom": [KEY]}}}},
+        {"providers": {"openai": KEY}},
+        {"providers": {"p": {"base_url": f"ftp://u:{KEY}@host/v1"}}},
+        {"providers": {"p": {"timeouts": {"total": f"https://u:{KEY}@host"}}}},
+    ):
+        with pytest.raises(ConfigurationError) as ei:
+            load_config(bad)
+        seen += [str(ei.value), repr(ei.value.errors), repr(ei.value.details)]
+    return seen
 
 
 def test_a_config_file_cannot_execute_code(tmp_path):
