@@ -423,3 +423,19 @@ def test_a_resent_addition_counts_once(redis_url):
     assert store.add_usage("m", 0.0, 0.0, 1, 10, 0.5, token="t2") == Usage(2, 20, 1.0)
     assert store.add_usage("m", 0.0, 0.0, 1, 10, 0.5) == Usage(3, 30, 1.5)
     store.close()
+
+
+def test_a_full_disk_costs_no_answer(tmp_path):
+    """Saves fail with an OSError (the file may not grow, as on a full disk): answers come."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.full_disk_worker", str(tmp_path / "state.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["answered"] == ["p1.m1"] * 6
+    assert not result["store"]["healthy"] and "File too large" in result["store"]["last_error"]
+    assert not list(tmp_path.glob(".*.tmp"))  # the failed writes left no temporary file
