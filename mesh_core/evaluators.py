@@ -8,14 +8,17 @@ MAINTENANCE_WINDOW, BUDGET_EXCEEDED, QUOTA_EXHAUSTED, ERROR_THRESHOLD,
 TOKEN_LIMIT, REQUEST_LIMIT.
 
 Recovery per reason: error threshold and quota exhaustion after a cooldown that
-honours the provider's Retry-After and doubles after each failed trial;
-request/token limits at the next quota period; budget at the next budget period;
-maintenance when the window ends; manual (and authentication) never by itself.
+honours the provider's Retry-After (up to ``max_cooldown``) and doubles after each
+failed trial; request/token limits at the next quota period; budget at the next
+budget period; maintenance when the window ends; manual (and authentication)
+never by itself. A cooldown is a duration and is judged on the monotonic clock;
+the others are calendar instants, judged on the wall clock (see :mod:`.state`).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +26,7 @@ from functools import lru_cache
 
 from .clock import Clock, SystemClock, next_period_start, period_start
 from .errors import ErrorKind, ProviderError
-from .state import STANDBY, ModelSnapshot, ModelState, StateLimits
+from .state import COOLDOWN_REASONS, STANDBY, ModelSnapshot, ModelState, StateLimits
 
 __all__ = [
     "DeactivationEvaluator",
@@ -194,17 +197,22 @@ class DeactivationEvaluator:
     ) -> None:
         self.policy = policy or DeactivationPolicy()
         self.clock = clock or SystemClock()
-        self._window_cache: tuple[bool, float] | None = None
+        self._window_cache: tuple[float, bool, float] | None = None
+        """``(since, inside, until)``: the answer holds from ``since`` until ``until``."""
 
     def in_maintenance(self, now: float) -> tuple[bool, float]:
-        """``(inside, until)`` for the policy's maintenance window, cached until it changes."""
+        """``(inside, until)`` for the policy's maintenance window, cached until it changes.
+
+        The answer holds for wall times in ``[since, until)``; a wall clock set back
+        before ``since`` asks again, as the window may be open at the new time.
+        """
         window = self.policy.maintenance_window
         if window is None:
             return False, float("inf")
         cached = self._window_cache
-        if cached is None or now >= cached[1] or now < cached[1] - 400 * 86400:
-            cached = self._window_cache = window.state_at(now)
-        return cached
+        if cached is None or not cached[0] <= now < cached[2]:
+            cached = self._window_cache = (now, *window.state_at(now))
+        return cached[1], cached[2]
 
     def should_deactivate(self, snapshot: ModelSnapshot) -> bool:
         """True if any deactivation condition holds for ``snapshot``."""
@@ -249,9 +257,8 @@ class RecoveryPolicy:
     """A model recovering from errors or quota gets one trial request before full traffic."""
 
 
-_COOLDOWN_REASONS = frozenset(
-    {DeactivationReason.ERROR_THRESHOLD.value, DeactivationReason.QUOTA_EXHAUSTED.value}
-)
+_COOLDOWN_REASONS = COOLDOWN_REASONS
+"""ERROR_THRESHOLD and QUOTA_EXHAUSTED (defined with the state, which judges them)."""
 
 
 @dataclass
@@ -263,10 +270,23 @@ class RecoveryEvaluator:
     clock: Clock = field(default_factory=SystemClock)
 
     def cooldown_for(self, strikes: int, retry_after: float | None) -> float:
-        """Cooldown after ``strikes`` failed trials, never shorter than Retry-After."""
+        """Cooldown after ``strikes`` failed trials, honouring Retry-After up to the ceiling.
+
+        The ceiling is ``max(max_cooldown, cooldown)``. It bounds the backoff and
+        the provider's Retry-After alike: a ``Retry-After: 1e308`` (or a broken
+        header read as infinity) must not take a model out for good. A NaN or
+        negative Retry-After is ignored. Finite whenever the policy is.
+        """
         p = self.policy
-        base = min(p.cooldown * (p.backoff_factor**strikes), max(p.max_cooldown, p.cooldown))
-        return max(base, retry_after or 0.0)
+        ceiling = max(p.max_cooldown, p.cooldown)
+        try:
+            grown = p.cooldown * p.backoff_factor ** max(0, strikes)
+        except OverflowError:  # about a thousand failed trials in a row
+            grown = ceiling if p.cooldown > 0 else 0.0
+        base = min(grown, ceiling)
+        if retry_after is not None and retry_after > 0:  # False for NaN
+            base = max(base, min(retry_after, ceiling))
+        return base
 
     def recovery_time(
         self,
@@ -296,12 +316,31 @@ class RecoveryEvaluator:
         """Whether a model returning from ``reason`` is put on probation first."""
         return self.policy.trial and reason in _COOLDOWN_REASONS
 
-    def may_recover(self, state: ModelState, now: float) -> bool:
-        """True when a standby model's recovery time has come."""
-        return state.status == STANDBY and state.recover_at is not None and now >= state.recover_at
+    def may_recover(self, state: ModelState, now: float, mono: float | None = None) -> bool:
+        """True when a standby model's recovery time has come.
+
+        ``now`` is the wall time; ``mono`` the monotonic time of the same moment
+        (default: this evaluator's clock), by which cooldowns are judged.
+        """
+        left = state.recovers_in(now, self.clock.monotonic() if mono is None else mono)
+        return left is not None and left <= 0
 
     @staticmethod
-    def earliest_recovery(states: Iterable[ModelState]) -> float | None:
-        """The earliest recovery time among standby states (None if none recovers alone)."""
-        times = [s.recover_at for s in states if s.status == STANDBY and s.recover_at is not None]
-        return min(times) if times else None
+    def earliest_recovery(
+        states: Iterable[ModelState], now: float | None = None, mono: float | None = None
+    ) -> float | None:
+        """The earliest recovery time (Unix seconds) among standby states.
+
+        None if none recovers by itself. Given ``now`` and ``mono`` (wall and
+        monotonic times of the same moment) the answer is ``now`` plus the shortest
+        time left, which stays right after the wall clock is stepped; without them
+        it is the smallest stored ``recover_at``.
+        """
+        if now is None or mono is None:
+            times = [
+                s.recover_at for s in states if s.status == STANDBY and s.recover_at is not None
+            ]
+            return min(times) if times else None
+        lefts = [left for s in states if (left := s.recovers_in(now, mono)) is not None]
+        left = min(lefts, default=math.inf)
+        return now + max(0.0, left) if left < math.inf else None

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from typing import Any
 
 from .assembly import build_model, build_pools, capability_tree
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, as_clock
 from .config import MeshConfig, load_config
 from .errors import (
     BadRequestError,
@@ -78,7 +78,7 @@ class Mesh:
         """``providers`` and ``store`` replace what the configuration describes (for a
         provider or state store of your own, or a read-only view of a store)."""
         self.config = config
-        self.clock = clock or SystemClock()
+        self.clock = as_clock(clock) if clock is not None else SystemClock()
         self._lock = threading.RLock()
         self.events = EventEmitter(self.clock.time)
         tree = capability_tree(config)

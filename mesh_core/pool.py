@@ -9,10 +9,14 @@ A :class:`CapabilityPool` keeps its models in configured order, splits them into
 active and standby, asks its strategy to choose among the active ones, and
 applies its rotation policy (deactivation and recovery). Recovery needs no
 background thread: due models are brought back when the pool is next used.
+
+Cooldowns are judged on the clock's monotonic time, calendar recoveries (quota
+and budget periods, maintenance windows) on its wall time; see :mod:`.state`.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -21,7 +25,7 @@ from .clock import Clock, SystemClock
 from .errors import NoAvailableModelError
 from .evaluators import DeactivationEvaluator, DeactivationReason, RecoveryEvaluator
 from .events import EventEmitter, EventType
-from .state import ACTIVE, STANDBY, ModelSnapshot, ModelState
+from .state import ACTIVE, COOLDOWN_REASONS, STANDBY, ModelSnapshot, ModelState
 from .strategies import SelectionResult, SelectionStrategy, StickUntilFailureStrategy
 from .types import CompletionRequest, Usage
 
@@ -52,15 +56,22 @@ class Model:
     _snapshot: ModelSnapshot | None = field(default=None, repr=False)
     _snapshot_version: int = field(default=-1, repr=False)
 
-    def snapshot(self, now: float) -> ModelSnapshot:
-        """The state's snapshot, cached until the state changes (or the model is in standby)."""
+    def snapshot(self, now: float, mono: float | None = None) -> ModelSnapshot:
+        """The state's snapshot, cached until the state changes (or the model is in standby).
+
+        ``mono`` is the monotonic time of the moment ``now``; by default it is read
+        from the first pool's clock, so a cooldown's time left ignores wall-clock steps.
+        """
         st = self.state
         if self._snapshot_version == st.version and st.status == ACTIVE:
             return self._snapshot  # type: ignore[return-value]
+        if mono is None and st.status == STANDBY and self.pools:
+            mono = self.pools[0].clock.monotonic()
         snap = st.snapshot(
             self.id,
             self.provider_id,
             now,
+            mono=mono,
             input_price=self.input_price,
             output_price=self.output_price,
         )
@@ -136,7 +147,12 @@ class CapabilityPool:
         """Active models on probation (small: kept so selection never scans for them)."""
         self._min_window: int | None = None
         self._dirty = True
-        self._next_check = 0.0
+        self._next_wall = -math.inf
+        """Refresh again at this wall time (a calendar recovery, a maintenance window)."""
+        self._next_mono = -math.inf
+        """... or at this monotonic time (the end of a cooldown), whichever comes first."""
+        self._checked_at = math.inf
+        """Wall time of the last full refresh: a clock set back before it refreshes again."""
         self.total_requests = 0
         self.rotation_events = 0
 
@@ -148,6 +164,11 @@ class CapabilityPool:
     @property
     def hierarchy_node(self) -> str:
         return self._hierarchy_node
+
+    @property
+    def clock(self) -> Clock:
+        """The pool's clock (its members' snapshots read cooldowns from it)."""
+        return self._clock
 
     @property
     def rotation_policy(self) -> RotationPolicy:
@@ -231,7 +252,9 @@ class CapabilityPool:
     ) -> None:
         """Move a model from active to standby with a recorded reason.
 
-        The recovery time follows the reason (see :class:`RecoveryEvaluator`).
+        The recovery time follows the reason (see :class:`RecoveryEvaluator`). It is
+        recorded as a Unix timestamp (persisted, shared, in the event) and, for a
+        cooldown, anchored to the monotonic clock, which judges it.
         """
         reason = DeactivationReason(reason)
         with self._lock:
@@ -245,7 +268,7 @@ class CapabilityPool:
             )
             st.status = STANDBY
             st.deactivation_reason = reason.value
-            st.recover_at = recover_at
+            st.set_recover_at(recover_at, now, self._clock.monotonic())
             st.standby_since = now
             st.probation = False
             st.retry_after = None
@@ -275,7 +298,7 @@ class CapabilityPool:
             previous = st.deactivation_reason
             st.status = ACTIVE
             st.deactivation_reason = None
-            st.recover_at = None
+            st.set_recover_at(None, self._clock.time(), self._clock.monotonic())
             st.standby_since = None
             st.cooldown_remaining = 0.0
             st.failure_count = 0
@@ -343,8 +366,15 @@ class CapabilityPool:
             return model, result
 
     def exhausted_error(self, *, tried: bool = False) -> NoAvailableModelError:
-        """The error raised when no model can be chosen (with the earliest recovery)."""
-        recovers_at = RecoveryEvaluator.earliest_recovery(m.state for m in self._models)
+        """The error raised when no model can be chosen (with the earliest recovery).
+
+        ``recovers_at`` is a wall-clock time: now plus the shortest time left, so it
+        stays right (for callers waiting on it) after the wall clock was stepped.
+        """
+        now = self._clock.time()
+        recovers_at = RecoveryEvaluator.earliest_recovery(
+            (m.state for m in self._models), now, self._clock.monotonic()
+        )
         standby = [m.id for m in self._models if m.state.status == STANDBY]
         if not self._models:
             msg = f"pool {self._name!r} has no models"
@@ -353,7 +383,7 @@ class CapabilityPool:
         else:
             msg = f"every model of pool {self._name!r} is in standby"
         if recovers_at is not None:
-            msg += f"; the earliest recovers in {max(0.0, recovers_at - self._clock.time()):.1f}s"
+            msg += f"; the earliest recovers in {recovers_at - now:.1f}s"
         elif standby:
             msg += "; none recovers by itself (manual recovery needed)"
         return NoAvailableModelError(
@@ -381,13 +411,15 @@ class CapabilityPool:
     def refresh(self, now: float | None = None) -> None:
         """Bring back due standby models and apply maintenance windows.
 
-        Cheap when nothing is due: it compares ``now`` with the next time anything
-        can change.
+        Cheap when nothing is due: it compares the wall and monotonic times with the
+        next time anything can change on each.
         """
         with self._lock:
             now = self._clock.time() if now is None else now
-            if now < self._next_check:
+            mono = self._clock.monotonic()
+            if self._checked_at <= now < self._next_wall and mono < self._next_mono:
                 return
+            self._checked_at = now
             policy = self._rotation_policy
             inside, until = policy.deactivation.in_maintenance(now)
             if inside:
@@ -397,7 +429,7 @@ class CapabilityPool:
             recovery = policy.recovery
             for m in list(self._models):
                 st = m.state
-                if recovery.may_recover(st, now):
+                if recovery.may_recover(st, now, mono):
                     if (
                         inside
                         and st.deactivation_reason == DeactivationReason.MAINTENANCE_WINDOW.value
@@ -405,32 +437,51 @@ class CapabilityPool:
                         continue
                     policy.deactivation.policy.roll_periods(st, now)
                     self.recover(m, trial=recovery.needs_trial(st.deactivation_reason))
-            earliest = RecoveryEvaluator.earliest_recovery(m.state for m in self._models)
-            self._next_check = min(until, earliest if earliest is not None else float("inf"))
+            self._next_wall, self._next_mono = until, math.inf
+            for m in self._models:
+                if m.state.recovers_in(now, mono) is not None:
+                    self._note_recovery(m.state)
 
     # --- internal bookkeeping ---------------------------------------------------
+    def _note_recovery(self, st: ModelState) -> None:
+        """Refresh no later than ``st``'s recovery (a standby state with an anchored time)."""
+        if st.deactivation_reason in COOLDOWN_REASONS:
+            self._next_mono = min(self._next_mono, st.recover_mono)  # type: ignore[type-var]
+        else:
+            self._next_wall = min(self._next_wall, st.recover_at)  # type: ignore[type-var]
+
+    def _check_now(self) -> None:
+        self._next_wall = self._next_mono = -math.inf
+
     def _membership_changed(self) -> None:
+        """Members or their states were replaced (also after a restore): re-check everything."""
         self._dirty = True
-        self._next_check = 0.0
+        self._check_now()
+        for m in self._models:  # restored states carry only the wall-clock recover_at
+            if m.state.recover_at is not None:
+                m.state.sync_deadline(self._clock)
         self._rotation_policy.strategy.bind(self._name, [m.id for m in self._models])
 
     def _model_changed(self, model: Model) -> None:
         """Called by :meth:`Model.changed` (under the mesh lock)."""
+        st = model.state
+        if st.recover_at is not None:
+            st.sync_deadline(self._clock)  # set by another process: anchor it now
+            if st.status == STANDBY:
+                self._note_recovery(st)
         if self._dirty:
             return
         idx = self._active_index.get(model.id)
-        active = model.state.status == ACTIVE
+        active = st.status == ACTIVE
         if (idx is None) == active:  # status changed: the split must be rebuilt
             self._dirty = True
-            self._next_check = 0.0
+            self._check_now()
         elif idx is not None:
             self._stale.add(idx)
-            if model.state.probation:
+            if st.probation:
                 self._trials.add(model)
             else:
                 self._trials.discard(model)
-        if model.state.recover_at is not None:
-            self._next_check = min(self._next_check, model.state.recover_at)
 
     def _rebuild(self) -> None:
         if not self._dirty:

@@ -6,23 +6,47 @@ time, trial flag, rate-limit headroom, quota and budget periods). Everything is
 JSON-safe and round-trips through :meth:`ModelState.to_dict` /
 :meth:`ModelState.from_dict`.
 
+Recovery times: ``recover_at`` is a Unix timestamp, because it is persisted,
+shared with other processes and reported in events. A cooldown is a duration,
+though, and a wall clock can be stepped (NTP, an administrator), so in-process
+the state also keeps the same deadline on the monotonic clock
+(``recover_mono``, never persisted) and judges cooldowns by it. A recovery at a
+calendar boundary (next quota or budget period, end of a maintenance window) is
+an instant, and stays judged on the wall clock.
+
 A state is not locked by itself: the mesh mutates it under its own lock.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ErrorKind, ProviderError
 
-__all__ = ["ACTIVE", "STANDBY", "ModelSnapshot", "ModelState", "StateLimits"]
+if TYPE_CHECKING:
+    from .clock import Clock
+
+__all__ = [
+    "ACTIVE",
+    "COOLDOWN_REASONS",
+    "STANDBY",
+    "ModelSnapshot",
+    "ModelState",
+    "StateLimits",
+]
 
 ACTIVE = "active"
 STANDBY = "standby"
+
+#: Deactivation reasons that end after a cooldown (a duration, judged on the
+#: monotonic clock); every other timed recovery is a wall-clock instant.
+COOLDOWN_REASONS = frozenset({"error_threshold", "quota_exhausted"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +102,11 @@ class ModelState:
     total_tokens: int = 0
     total_cost: float = 0.0
     recover_at: float | None = None
-    """When a standby model becomes eligible again (None: only by hand)."""
+    """When a standby model becomes eligible again, Unix seconds (None: only by hand).
+
+    Set it with :meth:`set_recover_at`, so a cooldown is also anchored to the
+    monotonic clock; a value set otherwise (restored, from another process) is
+    anchored when next read."""
     standby_since: float | None = None
     probation: bool = False
     """Recovered but not yet proven: the next request is its trial."""
@@ -98,6 +126,11 @@ class ModelState:
     """Thresholds from configuration; not part of the persisted state."""
     version: int = field(default=0, compare=False, repr=False)
     """Bumped on every change, so snapshots can be cached until the state moves."""
+    recover_mono: float | None = field(default=None, init=False, compare=False, repr=False)
+    """``recover_at`` on this process's monotonic clock; not persisted (see the module doc)."""
+    _mono_basis: float | None = field(default=None, init=False, compare=False, repr=False)
+    """The ``recover_at`` that ``recover_mono`` was derived from: a different value
+    means ``recover_at`` was set from outside, and the deadline must be re-anchored."""
 
     # --- query methods ----------------------------------------------------
     def is_healthy(self) -> bool:
@@ -153,8 +186,9 @@ class ModelState:
         self.last_failure = time.time() if now is None else now
         if isinstance(error, ProviderError):
             self.last_error_kind = error.kind.value
-            if error.retry_after is not None:
-                self.retry_after = error.retry_after
+            retry_after = _clean_retry_after(error.retry_after)
+            if retry_after is not None:
+                self.retry_after = retry_after
         else:
             self.last_error_kind = ErrorKind.CONNECTION.value
         self.version += 1
@@ -178,6 +212,53 @@ class ModelState:
     def touch(self) -> None:
         """Mark the state changed (invalidates cached snapshots)."""
         self.version += 1
+
+    # --- recovery deadline ------------------------------------------------
+    def set_recover_at(self, recover_at: float | None, now: float, mono: float) -> None:
+        """Set the recovery time, anchoring it to the monotonic clock.
+
+        ``now`` and ``mono`` are the wall and monotonic times of the same moment;
+        the time left (``recover_at - now``) is what the monotonic deadline keeps,
+        whatever the wall clock does afterwards.
+        """
+        self.recover_at = recover_at
+        self._anchor(now, mono)
+
+    def sync_deadline(self, clock: Clock) -> None:
+        """Anchor a ``recover_at`` that was set without :meth:`set_recover_at`.
+
+        For state restored from a store or applied from another process, which
+        carries only the wall-clock time. Cheap (no clock read) when in step.
+        """
+        if self._mono_basis != self.recover_at:
+            self._anchor(clock.time(), clock.monotonic())
+
+    def recovers_in(self, now: float, mono: float) -> float | None:
+        """Seconds until this standby model may return (<= 0: due; None: not by itself).
+
+        ``now`` is the wall time and ``mono`` the monotonic time of the same moment.
+        A cooldown is measured on the monotonic clock, so stepping the wall clock
+        neither stretches nor shortens it; a calendar boundary (quota or budget
+        period, maintenance window) is a wall-clock instant and is measured there.
+        """
+        if self.status != STANDBY or self.recover_at is None:
+            return None
+        if self.deactivation_reason in COOLDOWN_REASONS:
+            if self._mono_basis != self.recover_at:
+                self._anchor(now, mono)
+            return self.recover_mono - mono  # type: ignore[operator]
+        left = self.recover_at - now
+        return 0.0 if math.isnan(left) else left
+
+    def _anchor(self, now: float, mono: float) -> None:
+        at = self.recover_at
+        self._mono_basis = at
+        if at is None:
+            self.recover_mono = None
+        elif math.isnan(at):  # only from a damaged store: due now (a cooldown ends in a trial)
+            self.recover_mono = mono
+        else:
+            self.recover_mono = mono + (at - now)
 
     # --- serialization ----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -210,14 +291,22 @@ class ModelState:
         provider_id: str,
         now: float,
         *,
+        mono: float | None = None,
         input_price: float | None = None,
         output_price: float | None = None,
     ) -> ModelSnapshot:
-        """An immutable view of this state at ``now`` (prices come from the model's spec)."""
-        if self.recover_at is not None and self.status == STANDBY:
-            self.cooldown_remaining = max(0.0, self.recover_at - now)
+        """An immutable view of this state at ``now`` (prices come from the model's spec).
+
+        ``mono`` is the monotonic time of the same moment; without it the time left
+        in a cooldown is read from the wall clock alone.
+        """
+        if mono is not None:
+            left = self.recovers_in(now, mono)
+        elif self.recover_at is not None and self.status == STANDBY:
+            left = self.recover_at - now
         else:
-            self.cooldown_remaining = 0.0
+            left = None
+        self.cooldown_remaining = 0.0 if left is None else max(0.0, left)
         return ModelSnapshot(
             model_id=model_id,
             provider_id=provider_id,
@@ -251,7 +340,18 @@ class ModelState:
         )
 
 
-_NOT_PERSISTED = frozenset({"limits", "version"})
+_NOT_PERSISTED = frozenset({"limits", "version", "recover_mono", "_mono_basis"})
+
+
+def _clean_retry_after(value: float | None) -> float | None:
+    """A provider's Retry-After as a finite, non-negative number of seconds.
+
+    NaN says nothing (None), a negative value means "now" (0.0), infinity becomes
+    the largest float, so the state stays JSON-safe; the recovery policy caps it.
+    """
+    if value is None or math.isnan(value):
+        return None
+    return min(max(0.0, float(value)), sys.float_info.max)
 
 
 def _as_datetime(ts: float | None) -> datetime | None:

@@ -160,9 +160,8 @@ def test_recovery_times_per_reason():
     assert rec.recovery_time(R.ERROR_THRESHOLD, now) == now + 60
     assert rec.recovery_time(R.ERROR_THRESHOLD, now, strikes=2) == now + 240
     assert rec.recovery_time(R.ERROR_THRESHOLD, now, strikes=5) == now + 300  # capped
-    assert (
-        rec.recovery_time(R.QUOTA_EXHAUSTED, now, retry_after=900) == now + 900
-    )  # Retry-After wins
+    assert rec.recovery_time(R.QUOTA_EXHAUSTED, now, retry_after=200) == now + 200  # Retry-After
+    assert rec.recovery_time(R.QUOTA_EXHAUSTED, now, retry_after=900) == now + 300  # ... capped
     assert rec.recovery_time(R.REQUEST_LIMIT, now) == ts(2026, 3, 16)
     assert rec.recovery_time(R.TOKEN_LIMIT, now) == ts(2026, 3, 16)
     assert rec.recovery_time(R.BUDGET_EXCEEDED, now) == ts(2026, 4, 1)
@@ -194,3 +193,44 @@ def test_roll_periods_resets_counters_at_the_boundary():
     assert (s.quota_used, s.tokens_used, s.cost_accumulated) == (0, 0, 2.0)
     p.roll_periods(s, ts(2026, 6, 1, 0, 0))
     assert s.cost_accumulated == 0.0 and s.total_cost == 2.0
+
+
+@pytest.mark.parametrize(
+    "retry_after, expected",
+    [
+        (None, 60.0),
+        (200.0, 200.0),
+        (300.0, 300.0),
+        (1e308, 300.0),  # capped by max_cooldown, not "out for good"
+        (float("inf"), 300.0),
+        (float("nan"), 60.0),  # says nothing: ignored
+        (-5.0, 60.0),
+        (0.0, 60.0),
+    ],
+)
+def test_retry_after_is_honoured_up_to_max_cooldown(retry_after, expected):
+    rec = RecoveryEvaluator(RecoveryPolicy(cooldown=60, backoff_factor=2, max_cooldown=300))
+    assert rec.cooldown_for(0, retry_after) == expected
+    now = ts(2026, 3, 15, 10)
+    assert rec.recovery_time(R.ERROR_THRESHOLD, now, retry_after=retry_after) == now + expected
+
+
+def test_cooldown_ceiling_is_never_below_the_base_cooldown():
+    # max_cooldown below cooldown: the ceiling is the cooldown itself
+    rec = RecoveryEvaluator(RecoveryPolicy(cooldown=600, max_cooldown=60))
+    assert rec.cooldown_for(0, None) == 600
+    assert rec.cooldown_for(3, float("inf")) == 600
+
+
+def test_backoff_after_very_many_failed_trials_stays_finite():
+    rec = RecoveryEvaluator(RecoveryPolicy(cooldown=60, backoff_factor=2, max_cooldown=300))
+    assert rec.cooldown_for(5000, None) == 300  # 2.0**5000 would overflow
+    assert RecoveryEvaluator(RecoveryPolicy(cooldown=0)).cooldown_for(5000, None) == 0
+
+
+def test_maintenance_window_is_seen_after_the_clock_is_set_back_into_it():
+    clock = ManualClock(ts(2026, 1, 4, 4, 30))  # a Sunday, 04:30: after the 02:00-03:59 window
+    ev = evaluator(clock, maintenance_window=MaintenanceWindow("* 2-3 * * 0"))
+    assert ev.get_reason(snap("m")) is None  # cached: outside until next Sunday
+    clock.jump(-3600)  # 03:30: inside again
+    assert ev.get_reason(snap("m")) is R.MAINTENANCE_WINDOW

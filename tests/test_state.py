@@ -1,5 +1,10 @@
 import json
+import math
+import sys
 
+import pytest
+
+from mesh_core.clock import ManualClock
 from mesh_core.errors import ErrorKind, RateLimitError, ServerError
 from mesh_core.state import ACTIVE, STANDBY, ModelState, StateLimits
 
@@ -96,3 +101,57 @@ def test_snapshot_is_immutable_and_reports_cooldown():
         pass
     else:
         raise AssertionError("snapshot must be frozen")
+
+
+@pytest.mark.parametrize(
+    "sent, kept",
+    [(7.0, 7.0), (-3.0, 0.0), (float("inf"), sys.float_info.max), (float("nan"), None)],
+)
+def test_retry_after_is_kept_finite_and_non_negative(sent, kept):
+    s = ModelState()
+    s.record_failure(RateLimitError("slow down", status_code=429, retry_after=sent), now=5.0)
+    assert s.retry_after == kept
+    json.dumps(s.to_dict(), allow_nan=False)  # still JSON-safe
+
+
+def test_a_cooldown_is_judged_on_the_monotonic_clock():
+    clock = ManualClock(1000.0, monotonic=50.0)
+    s = ModelState(status=STANDBY, deactivation_reason="error_threshold")
+    s.set_recover_at(1060.0, clock.time(), clock.monotonic())
+    assert s.recover_mono == 110.0
+    clock.jump(-3600)  # the wall clock is set back an hour
+    assert s.recovers_in(clock.time(), clock.monotonic()) == 60.0
+    clock.advance(60)
+    assert s.recovers_in(clock.time(), clock.monotonic()) == 0.0
+    assert s.snapshot("a.m", "a", clock.time(), mono=clock.monotonic()).cooldown_remaining == 0
+
+
+def test_a_calendar_recovery_is_judged_on_the_wall_clock():
+    clock = ManualClock(1000.0)
+    s = ModelState(status=STANDBY, deactivation_reason="request_limit")
+    s.set_recover_at(2000.0, clock.time(), clock.monotonic())
+    clock.jump(500)
+    assert s.recovers_in(clock.time(), clock.monotonic()) == 500.0
+
+
+def test_a_recover_at_set_from_outside_is_anchored_when_read():
+    """Restored or applied from another process: only the wall-clock time is known."""
+    s = ModelState(status=STANDBY, deactivation_reason="quota_exhausted", recover_at=160.0)
+    assert s.recovers_in(100.0, 7.0) == 60.0 and s.recover_mono == 67.0
+    s.recover_at = 200.0  # another process pushed it further
+    assert s.recovers_in(100.0, 8.0) == 100.0
+    clock = ManualClock(150.0, monotonic=9.0)
+    s.recover_at = 180.0
+    s.sync_deadline(clock)
+    assert s.recover_mono == 39.0
+    data = s.to_dict()
+    assert "recover_mono" not in data and "_mono_basis" not in data
+    back = ModelState.from_dict(data)
+    assert back.recover_mono is None and back.recovers_in(150.0, 1.0) == 30.0
+
+
+def test_a_damaged_recover_at_does_not_keep_a_model_out():
+    s = ModelState(status=STANDBY, deactivation_reason="error_threshold", recover_at=math.nan)
+    assert s.recovers_in(100.0, 1.0) == 0.0
+    s.deactivation_reason = "budget_exceeded"
+    assert s.recovers_in(100.0, 1.0) == 0.0
