@@ -530,12 +530,40 @@ def _build_request(pool: str, messages: Any, params: dict[str, Any]) -> Completi
     if isinstance(stop, str):
         params["stop"] = [stop]
     known = {k: params.pop(k) for k in _REQUEST_FIELDS if k in params}
+    _attempt_limits(params, known)
     pinned = params.pop("model", None)
     extra = params.pop("extra", None) or {}
     extra.update(params)  # anything else is passed through to the provider
     return CompletionRequest(
         model=pool, messages=list(messages), pinned_model=pinned, extra=extra, **known
     )
+
+
+def _attempt_limits(params: dict[str, Any], known: dict[str, Any]) -> None:
+    """Move ``timeout`` (or LangChain's ``request_timeout``) and ``max_retries`` from the
+    parameters into the request: they are the mesh's to apply, and a provider that is
+    strict about its arguments (OpenAI, Azure) answers 400 to a body that carries them."""
+    timeout = params.pop("timeout", None)
+    alias = params.pop("request_timeout", None)
+    timeout = alias if timeout is None else timeout
+    if timeout is not None:
+        if isinstance(timeout, tuple):  # httpx/requests style (connect, read): the larger
+            timeout = max((t for t in timeout if t is not None), default=None)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not timeout > 0
+            or timeout == float("inf")
+        ):
+            raise InvalidRequestError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        known["timeout"] = float(timeout)
+    retries = params.pop("max_retries", None)
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidRequestError(f"max_retries must be an integer >= 0, got {retries!r}")
+        known["max_retries"] = retries
 
 
 def _check_tools(tools: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .pool import Model
-from .types import CompletionRequest
+from .types import CompletionRequest, Usage
 
 __all__ = ["RequestNeeds", "estimate_tokens", "is_plain_text", "needs_of"]
 
@@ -38,6 +38,14 @@ def _text_of(content: object) -> tuple[int, bool]:
     else:
         chars = len(str(content))
     return chars, image
+
+
+def estimate_usage(request: CompletionRequest, answer: str) -> Usage:
+    """Usage for a provider that reported none (or an unusable one): prompt and answer
+    estimated, so that token limits and budgets still count something sensible."""
+    prompt, _ = estimate_tokens(request)
+    completion = max(1, len(answer) // _CHARS_PER_TOKEN)
+    return Usage(prompt, completion, prompt + completion)
 
 
 def estimate_tokens(request: CompletionRequest) -> tuple[int, bool]:

@@ -360,24 +360,41 @@ class CapabilityPool:
                     and (eligible is None or eligible(m) is None)
                 ]
             if not snaps:
-                raise self.exhausted_error(tried=bool(exclude))
+                raise self.exhausted_error(tried=bool(exclude), eligible=eligible)
             result = self._rotation_policy.strategy.select(snaps, request)
             model = self._by_id[result.model_id]
             return model, result
 
-    def exhausted_error(self, *, tried: bool = False) -> NoAvailableModelError:
+    def exhausted_error(
+        self, *, tried: bool = False, eligible: Eligibility | None = None
+    ) -> NoAvailableModelError:
         """The error raised when no model can be chosen (with the earliest recovery).
 
-        ``recovers_at`` is a wall-clock time: now plus the shortest time left, so it
-        stays right (for callers waiting on it) after the wall clock was stepped.
+        With ``eligible`` (the request needs tools, a schema, images, a large window) it
+        speaks of the *capable* models only: which ones are in standby and until when,
+        and which others were ruled out for what, so that a tool request in a pool whose
+        one tool-capable model is down is not told "every model is in standby" while
+        other models are active. ``recovers_at`` is a wall-clock time: now plus the
+        shortest time left, so it stays right (for callers waiting on it) after the wall
+        clock was stepped.
         """
         now = self._clock.time()
+        ruled_out: dict[str, str] = {}
+        if eligible is not None:
+            ruled_out = {m.id: why for m in self._models if (why := eligible(m)) is not None}
+        capable = [m for m in self._models if m.id not in ruled_out]
         recovers_at = RecoveryEvaluator.earliest_recovery(
-            (m.state for m in self._models), now, self._clock.monotonic()
+            (m.state for m in capable), now, self._clock.monotonic()
         )
-        standby = [m.id for m in self._models if m.state.status == STANDBY]
+        standby = [m.id for m in capable if m.state.status == STANDBY]
         if not self._models:
             msg = f"pool {self._name!r} has no models"
+        elif ruled_out:
+            msg = f"no capable model of pool {self._name!r} is available"
+            if standby:
+                msg += f" ({', '.join(standby)} in standby)"
+            elif tried:
+                msg += " (every capable one was tried)"
         elif tried and len(standby) < len(self._models):
             msg = f"every available model of pool {self._name!r} was tried"
         else:
@@ -386,11 +403,13 @@ class CapabilityPool:
             msg += f"; the earliest recovers in {recovers_at - now:.1f}s"
         elif standby:
             msg += "; none recovers by itself (manual recovery needed)"
+        if ruled_out:
+            msg += "; not capable: " + "; ".join(f"{m}: {why}" for m, why in ruled_out.items())
         return NoAvailableModelError(
             msg,
             pool_name=self._name,
             recovers_at=recovers_at,
-            details={"standby": standby, "recovers_at": recovers_at},
+            details={"standby": standby, "recovers_at": recovers_at, "not_capable": ruled_out},
         )
 
     def _has_busy_trial(self) -> bool:

@@ -24,6 +24,7 @@ from .errors import (
     provider_error,
 )
 from .events import EventType
+from .needs import estimate_usage
 from .pool import CapabilityPool, Model
 from .providers.base import ProviderReply, Timeouts
 from .router import RAISE, Router
@@ -84,7 +85,7 @@ class Flight:
                 )
             except NoAvailableModelError as exc:
                 if last_error is not None:
-                    raise self._exhausted(last_error) from last_error
+                    raise self._exhausted(last_error, exc) from last_error
                 delay = router.recovery_wait(pool, exc, waited)
                 if delay is None:
                     router.emitter.emit(EventType.POOL_EXHAUSTED, pool_id=pool.name)
@@ -182,7 +183,7 @@ class Flight:
             )
         )
 
-    def _exhausted(self, last_error: BaseException) -> Exception:
+    def _exhausted(self, last_error: BaseException, none_left: NoAvailableModelError) -> Exception:
         pool = self.pool
         self.router.emitter.emit(
             EventType.POOL_EXHAUSTED, pool_id=pool.name, attempts=len(self.attempts)
@@ -190,8 +191,13 @@ class Flight:
         if isinstance(last_error, ContextWindowExceededError):
             return last_error
         tried = ", ".join(f"{a.model_id} ({a.outcome})" for a in self.attempts)
+        ruled_out = none_left.details.get("not_capable") or {}
+        not_capable = "".join(f"; not capable: {m} ({why})" for m, why in ruled_out.items())
         return AllProvidersExhaustedError(
-            f"every model of pool {pool.name!r} failed: {tried}; last error: {last_error}",
+            f"every model of pool {pool.name!r} that can serve this request failed: {tried}"
+            f"{not_capable}; last error: {last_error}"
+            if ruled_out
+            else f"every model of pool {pool.name!r} failed: {tried}; last error: {last_error}",
             pool_name=pool.name,
             attempts=list(self.attempts),
             last_error=last_error,
@@ -200,9 +206,11 @@ class Flight:
     def response(self, model: Model, reply: ProviderReply, latency: float) -> CompletionResponse:
         """Record the success of a non-streaming answer and build the response."""
         parsed = reply.response
-        usage, cost = self.router.succeeded(
-            self.pool, model, parsed.usage, latency, reply.rate_limits
-        )
+        usage = parsed.usage
+        if usage is None:  # not reported, or not believable: estimated, never zero
+            answer = (parsed.content or "") + "".join(t.arguments for t in parsed.tool_calls)
+            usage = estimate_usage(self.request, answer)
+        usage, cost = self.router.succeeded(self.pool, model, usage, latency, reply.rate_limits)
         response = CompletionResponse(
             id=parsed.id,
             model=model.id,

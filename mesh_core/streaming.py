@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from .errors import ErrorKind, ProviderError, StreamInterruptedError, provider_error
 from .events import EventType
-from .needs import estimate_tokens
+from .needs import estimate_usage
 from .pool import Model
 from .providers.base import AsyncProviderStream, ProviderStream
 from .routing import Flight
@@ -122,9 +122,7 @@ class StreamRelay:
         )
 
     def _estimate(self) -> Usage:
-        prompt, _ = estimate_tokens(self.flight.request)
-        completion = max(1, len("".join(self._text)) // 4)
-        return Usage(prompt, completion, prompt + completion)
+        return estimate_usage(self.flight.request, "".join(self._text))
 
     def _interrupted(self, err: ProviderError) -> StreamInterruptedError:
         partial = "".join(self._text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import zlib
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,6 +12,7 @@ from mesh_core.clock import ManualClock
 from mesh_core.config import load_config
 from mesh_core.errors import ConfigurationError, NoAvailableModelError, ProviderError
 from mesh_core.providers.base import sse_chunks
+from mesh_core.providers.decoding import BodyDecoder
 from mesh_core.providers.wire import SSEDecoder, classify_error, parse_chunk, parse_completion
 from mesh_core.state import ModelSnapshot
 from mesh_core.strategies import SHIPPED_STRATEGIES, StrategyOptions
@@ -180,3 +182,59 @@ def test_any_snapshots_give_an_active_candidate_deterministically(cls, candidate
     chosen = run()
     assert set(chosen) <= {c.model_id for c in candidates}
     assert chosen == run()  # the same inputs give the same choices
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.sampled_from([b"data: x", b"data: {}", b"\n", b"\r\n", b": c", b"\xff"]), max_size=30
+    ),
+    st.data(),
+)
+def test_events_do_not_depend_on_how_the_bytes_are_split(pieces, data):
+    whole = b"".join(pieces)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=10)))
+    parts = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+
+    def events(chunks):
+        decoder = SSEDecoder()
+        out = [e for chunk in chunks for e in decoder.feed(chunk)]
+        return out + list(decoder.close())
+
+    assert events(parts) == events([whole])
+
+
+def _encode(raw: bytes, encoding: str | None) -> bytes:
+    if encoding is None:
+        return raw
+    wbits = {"gzip": 31, "deflate": 15, "raw-deflate": -15}[encoding]
+    c = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return c.compress(raw) + c.flush()
+
+
+@SETTINGS
+@given(
+    st.binary(max_size=3000) | st.integers(0, 5000).map(bytes),
+    st.sampled_from([None, "gzip", "deflate", "raw-deflate"]),
+    st.integers(1, 200),
+    st.integers(0, 4000),
+    st.booleans(),
+)
+def test_a_body_decodes_whole_or_stops_at_its_cap(raw, encoding, step, limit, truncate):
+    wire = _encode(raw, encoding)
+    header = "deflate" if encoding == "raw-deflate" else encoding
+    decoder = BodyDecoder(header, limit, truncate=truncate)
+    out = []
+    try:
+        for i in range(0, len(wire), step):
+            out.append(decoder.feed(wire[i : i + step]))
+            if decoder.full:
+                break
+        else:
+            out.append(decoder.flush())
+    except ProviderError as exc:
+        assert exc.kind.value == "malformed_response"
+        assert not truncate and len(raw) > limit
+        return
+    assert b"".join(out) == raw[:limit]
+    assert truncate or len(raw) <= limit

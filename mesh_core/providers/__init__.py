@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import AsyncProviderStream, Provider, ProviderReply, ProviderStream, Timeouts
+from .base import AsyncProviderStream, Limits, Provider, ProviderReply, ProviderStream, Timeouts
 from .openai_compat import OpenAICompatibleProvider
 from .wire import RateLimitInfo
 
 __all__ = [
     "AsyncProviderStream",
+    "Limits",
     "OpenAICompatibleProvider",
     "Provider",
     "ProviderReply",
@@ -31,5 +32,6 @@ def create_provider(provider_id: str, config: Any) -> Provider:
             verify_tls=config.verify_tls,
             max_connections=config.max_connections,
             proxy=config.proxy,
+            limits=Limits.of(getattr(config, "limits", None)),
         )
     raise ValueError(f"unknown provider type {config.type!r}")

@@ -13,6 +13,7 @@ from .wire import DONE, ParsedResponse, RateLimitInfo, SSEDecoder, parse_chunk
 
 __all__ = [
     "AsyncProviderStream",
+    "Limits",
     "Provider",
     "ProviderReply",
     "ProviderStream",
@@ -24,15 +25,18 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Limits of one attempt, in seconds."""
+    """Limits of one attempt, in seconds. ``first_token`` and ``total`` are wall-clock
+    deadlines, not socket timeouts: a server that trickles bytes, or sends interim
+    ``100 Continue`` responses forever, is held to them all the same."""
 
     connect: float = 5.0
     first_token: float = 30.0
-    """Streaming: until the first token arrives. Non-streaming: not used (see ``total``)."""
+    """Streaming: until the first token arrives (the headers, and an error reply, too).
+    Non-streaming: not used (see ``total``)."""
     stall: float = 30.0
     """Streaming: the longest silence allowed between two chunks."""
     total: float = 300.0
-    """The whole attempt; for a non-streaming call, the wait for the complete answer."""
+    """The whole attempt: headers and body; for a non-streaming call, the complete answer."""
 
     def merged(self, override: Any) -> Timeouts:
         """These timeouts with the non-None fields of ``override`` (a TimeoutsConfig) applied."""
@@ -44,6 +48,32 @@ class Timeouts:
             if getattr(override, k, None) is not None
         }
         return replace(self, **changes) if changes else self
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on what one provider may send back, in decompressed bytes
+    (``providers.<id>.limits``). Past one, the reply is a MalformedResponseError: it counts
+    against the model and the mesh fails over, so a hostile or broken provider costs one
+    attempt, never the process's memory."""
+
+    max_response_bytes: int = 32 << 20
+    """A whole answer, plain or streamed."""
+    max_error_bytes: int = 64 << 10
+    """Read of an error reply to classify it (the rest is never read, nor inflated)."""
+    max_sse_line_bytes: int = 4 << 20
+    """One line, and one event, of a stream."""
+
+    @classmethod
+    def of(cls, config: Any) -> Limits:
+        """From a ``LimitsConfig`` (or None: the defaults)."""
+        if config is None:
+            return cls()
+        return cls(
+            int(config.max_response_bytes),
+            int(config.max_error_bytes),
+            int(config.max_sse_line_bytes),
+        )
 
 
 @dataclass(frozen=True, slots=True)

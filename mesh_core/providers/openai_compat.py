@@ -11,55 +11,66 @@ per provider and event loop, since an async pool cannot cross loops; see
 on every call, and the client layer (URL merging, cookies, auth and redirect flows,
 event hooks) costs more per request than all of our routing while doing nothing we
 use: the URL, headers and timeouts of a model are fixed, so they are prepared once.
+
+What comes back is bounded in time and size: every read of an attempt runs under its
+wall-clock deadline (:mod:`.watchdog`), and bodies are inflated and counted
+against the provider's :class:`~.base.Limits` as they arrive (:mod:`.decoding`), so a
+trickle, a decompression bomb or an endless line costs one attempt and fails over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 import httpx
 
 from .. import __version__
-from ..errors import ErrorKind, ProviderError, provider_error
-from ..types import CompletionChunk, CompletionRequest
+from ..errors import MalformedResponseError, ProviderError, ProviderTimeoutError
+from ..types import CompletionRequest
 from .base import (
     AsyncProviderStream,
+    Limits,
     ProviderReply,
     ProviderStream,
     StreamTimer,
     Timeouts,
-    sse_chunks,
 )
-from .shards import Lease, Shards
-from .watchdog import WATCHDOG
-from .wire import SSEDecoder, build_payload, classify_error, parse_completion, parse_rate_limits
+from .decoding import BodyDecoder
+from .shards import Shards
+from .streams import AsyncStream, SyncStream, map_transport_error
+from .watchdog import IO_DEADLINE, Deadline, install
+from .wire import build_payload, classify_error, parse_completion, parse_rate_limits
 
 __all__ = ["OpenAICompatibleProvider"]
 
 _PATH = "/chat/completions"
-_DRAIN_GRACE = 0.1
-"""Seconds a stream waits after ``[DONE]`` for the body's end (which keeps the connection)."""
 _USER_AGENT = f"modelmesh-lite/{__version__} python-httpx/{httpx.__version__}"
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|session|signature|password", re.I)
+"""Names of extra headers whose values are kept out of error messages."""
 
 
-def _map_transport_error(exc: httpx.HTTPError, timeouts: Timeouts) -> ProviderError:
-    """An httpx exception as a classified provider error."""
-    if isinstance(exc, httpx.PoolTimeout):  # our own queue was full: not the provider's fault
-        return provider_error(
-            ErrorKind.TIMEOUT, "no free connection in the local pool", details={"local": True}
-        )
-    if isinstance(exc, httpx.ConnectTimeout):
-        return provider_error(ErrorKind.TIMEOUT, f"connect timeout after {timeouts.connect:g}s")
-    if isinstance(exc, httpx.TimeoutException):
-        return provider_error(ErrorKind.TIMEOUT, f"timed out: {type(exc).__name__}")
-    return provider_error(ErrorKind.CONNECTION, f"connection error: {type(exc).__name__}: {exc}")
+def _deadline_error(
+    exc: httpx.HTTPError, timeouts: Timeouts, deadline: Deadline, timer: StreamTimer | None
+) -> ProviderError:
+    """Like :func:`.streams.map_transport_error`, naming the attempt's deadline when that is
+    what ended it (the I/O deadline fires as httpcore's ReadTimeout)."""
+    if not isinstance(exc, httpx.ReadTimeout) or not deadline.passed():
+        return map_transport_error(exc, timeouts)
+    if timer is not None:
+        return timer.expired(time.monotonic())
+    return ProviderTimeoutError(
+        f"no complete answer within {timeouts.total:g}s (total timeout)",
+        timeout_seconds=timeouts.total,
+    )
 
 
 @lru_cache(maxsize=256)
@@ -91,12 +102,38 @@ def _reveal(secret: Any) -> str | None:
     return value or None
 
 
-def _password(url: str | None) -> str | None:
-    return httpx.URL(url).password if url else None
+def _basic(username: str, password: str) -> str:
+    """The token of ``Authorization: Basic`` (as httpx builds it, for proxies too)."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _credentials(url: str | None) -> list[str]:
+    """What of a URL's userinfo must never be shown: the password (or a lone user name,
+    which is then a token) and the basic token made of them."""
+    if not url:
+        return []
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return []
+    user, password = parsed.username, parsed.password
+    return [s for s in (password or user, _basic(user, password)) if s]
+
+
+def _shown_url(url: httpx.URL) -> str:
+    """A URL fit for a repr: no userinfo (already stripped), and no query values."""
+    shown = str(url.copy_with(query=None)).rstrip("/")
+    return shown + ("?***" if url.query else "")
 
 
 class OpenAICompatibleProvider:
-    """Speaks ``POST {base_url}/chat/completions``. The API key never leaves the headers."""
+    """Speaks ``POST {base_url}/chat/completions``.
+
+    Credentials never leave the request headers: the API key (a bearer token), userinfo in
+    ``base_url`` (sent as HTTP basic auth, and stripped from the URL: a repr never shows
+    it; an API key as well is refused, both would be the Authorization header), the
+    proxy's credentials and the values of extra headers named like secrets. Each of them
+    is replaced by ``***`` in any error message a provider or proxy echoes it into.
+    """
 
     def __init__(
         self,
@@ -108,14 +145,23 @@ class OpenAICompatibleProvider:
         verify_tls: bool = True,
         max_connections: int = 100,
         proxy: Any = None,
+        limits: Limits | None = None,
     ) -> None:
         self.provider_id = provider_id
-        self.base_url = base_url.rstrip("/")
-        self._url = httpx.URL(self.base_url + _PATH)
+        url = httpx.URL(str(base_url))
+        basic = _basic(url.username, url.password) if url.userinfo else None
+        url = url.copy_with(userinfo=b"") if url.userinfo else url
         self._secret: str | None = _reveal(api_key)
+        if basic and self._secret:
+            raise ValueError(
+                f"provider {provider_id!r}: credentials in base_url and an api_key: both would "
+                "be sent as the Authorization header"
+            )
+        self.base_url = str(url).rstrip("/")
+        self._shown = _shown_url(url)
+        self._url = url.copy_with(path=url.path.rstrip("/") + _PATH)
         self._proxy: str | None = _reveal(proxy)
-        # Whatever could echo back into an error message: the key, the proxy's password.
-        self._hidden = [s for s in (self._secret, _password(self._proxy)) if s]
+        self._limits = limits or Limits()
         self._headers = httpx.Headers(
             {
                 "accept-encoding": "gzip, deflate",
@@ -126,6 +172,14 @@ class OpenAICompatibleProvider:
         )
         if self._secret:
             self._headers["authorization"] = f"Bearer {self._secret}"
+        elif basic:
+            self._headers["authorization"] = f"Basic {basic}"
+        # Whatever could echo back into an error message, longest first.
+        hidden = [self._secret, *_credentials(str(base_url)), *_credentials(self._proxy)]
+        hidden += [
+            v for k, v in (headers or {}).items() if _SECRET_HEADER.search(k) and len(v) >= 4
+        ]
+        self._hidden = sorted({s for s in hidden if s}, key=len, reverse=True)
         self._verify = verify_tls
         self._max_connections = max_connections
         self._sync: Shards[httpx.HTTPTransport] | None = None
@@ -135,7 +189,7 @@ class OpenAICompatibleProvider:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"OpenAICompatibleProvider({self.provider_id!r}, base_url={self.base_url!r})"
+        return f"OpenAICompatibleProvider({self.provider_id!r}, base_url={self._shown!r})"
 
     # --- connection pools ------------------------------------------------------------
     def _transport_options(self, limit: int) -> dict[str, Any]:
@@ -150,7 +204,7 @@ class OpenAICompatibleProvider:
             with self._lock:
                 if self._sync is None:
                     self._sync = Shards(
-                        lambda n: httpx.HTTPTransport(**self._transport_options(n)),
+                        lambda n: install(httpx.HTTPTransport(**self._transport_options(n))),
                         self._max_connections,
                     )
                 shards = self._sync
@@ -164,7 +218,7 @@ class OpenAICompatibleProvider:
                 shards = self._async.get(loop)
                 if shards is None:
                     shards = Shards(
-                        lambda n: httpx.AsyncHTTPTransport(**self._transport_options(n)),
+                        lambda n: install(httpx.AsyncHTTPTransport(**self._transport_options(n))),
                         self._max_connections,
                     )
                     self._async[loop] = shards
@@ -218,228 +272,150 @@ class OpenAICompatibleProvider:
     def _error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
         return self._redact(classify_error(status, headers, body))
 
+    def _body_decoder(self, resp: httpx.Response) -> BodyDecoder:
+        """The decoder of a reply's body: an answer up to ``max_response_bytes`` (past it, an
+        error), an error reply's first ``max_error_bytes`` (enough to classify it)."""
+        encoding = resp.headers.get("content-encoding")
+        if resp.status_code < 400:
+            return BodyDecoder(encoding, self._limits.max_response_bytes)
+        limit = self._limits.max_error_bytes
+        try:
+            return BodyDecoder(encoding, limit, "max_error_bytes", truncate=True)
+        except MalformedResponseError:  # an encoding we did not ask for: read it as it is
+            return BodyDecoder(None, limit, "max_error_bytes", truncate=True)
+
+    def _read(self, resp: httpx.Response) -> bytes:
+        """The decoded body (raises MalformedResponseError past its cap), read under the
+        attempt's I/O deadline; the caller closes ``resp``."""
+        decoder = self._body_decoder(resp)
+        parts = []
+        try:
+            for raw in resp.iter_raw():
+                parts.append(decoder.feed(raw))
+                if decoder.full:
+                    return b"".join(parts)
+            parts.append(decoder.flush())
+        except MalformedResponseError:
+            if not decoder.truncate:
+                raise
+        return b"".join(parts)  # an error body that does not decode: classified as it is
+
+    async def _aread(self, resp: httpx.Response) -> bytes:
+        """:meth:`_read`, awaiting."""
+        decoder = self._body_decoder(resp)
+        parts = []
+        try:
+            async for raw in resp.aiter_raw():
+                parts.append(decoder.feed(raw))
+                if decoder.full:
+                    return b"".join(parts)
+            parts.append(decoder.flush())
+        except MalformedResponseError:
+            if not decoder.truncate:
+                raise
+        return b"".join(parts)
+
     # --- non-streaming ------------------------------------------------------------
+    # The reply, headers and body, is read under one wall-clock deadline, ``total`` from when
+    # the request went out: no trickle of bytes, no stream of ``100 Continue`` holds it longer.
     def complete(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
+        httpx_request = self._request(model_name, request, timeouts, False)
+        deadline = Deadline(budget=timeouts.total)
         lease = self._sync_shards().lease()
+        token = IO_DEADLINE.set(deadline)
         try:
-            resp = lease.transport.handle_request(
-                self._request(model_name, request, timeouts, False)
-            )
+            resp = lease.transport.handle_request(httpx_request)
             try:
-                body = resp.read()
+                body = self._read(resp)
             finally:
-                resp.close()
+                resp.close()  # a body left unread (past a cap) closes its connection
         except httpx.HTTPError as exc:
-            raise self._redact(_map_transport_error(exc, timeouts)) from None
+            raise self._redact(_deadline_error(exc, timeouts, deadline, None)) from None
+        except ProviderError as err:
+            raise self._redact(err) from None
         finally:
+            IO_DEADLINE.reset(token)
             lease.release()
         return self._reply(resp.status_code, resp.headers, body)
 
     async def acomplete(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
+        httpx_request = self._request(model_name, request, timeouts, False)
+        deadline = Deadline(budget=timeouts.total)
         lease = self._async_shards().lease()
+        token = IO_DEADLINE.set(deadline)
         try:
-            resp = await lease.transport.handle_async_request(
-                self._request(model_name, request, timeouts, False)
-            )
+            resp = await lease.transport.handle_async_request(httpx_request)
             try:
-                body = await resp.aread()
+                body = await self._aread(resp)
             finally:
                 await resp.aclose()
         except httpx.HTTPError as exc:
-            raise self._redact(_map_transport_error(exc, timeouts)) from None
+            raise self._redact(_deadline_error(exc, timeouts, deadline, None)) from None
+        except ProviderError as err:
+            raise self._redact(err) from None
         finally:
+            IO_DEADLINE.reset(token)
             lease.release()
         return self._reply(resp.status_code, resp.headers, body)
 
     # --- streaming ------------------------------------------------------------------
+    # Until the headers are in (and an error reply's body), the first-token deadline (capped
+    # by ``total``) is the I/O deadline; then the stream's own deadlines take over.
     def stream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderStream:
         timer = StreamTimer(timeouts)
         httpx_request = self._request(model_name, request, timeouts, True)
+        deadline = Deadline(at=timer.deadline(time.monotonic()))
         lease = self._sync_shards().lease()
+        token = IO_DEADLINE.set(deadline)
         try:
             resp = lease.transport.handle_request(httpx_request)
             if resp.status_code >= 400:
                 try:
-                    body = resp.read()
-                except httpx.HTTPError:
-                    body = b""
+                    body = self._read(resp)
                 finally:
                     resp.close()
                 raise self._error(resp.status_code, resp.headers, body)
         except httpx.HTTPError as exc:
             lease.release()
-            raise self._redact(_map_transport_error(exc, timeouts)) from None
+            raise self._redact(_deadline_error(exc, timeouts, deadline, timer)) from None
         except BaseException:
             lease.release()
             raise
+        finally:
+            IO_DEADLINE.reset(token)
         # From here the watchdog enforces first-token/stall; httpx's read timeout is a backstop.
         httpx_request.extensions["timeout"]["read"] = timeouts.total
-        return _SyncStream(self, resp, timer, lease)
+        return SyncStream(resp, timer, lease, self._limits, self._redact)
 
     async def astream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> AsyncProviderStream:
         timer = StreamTimer(timeouts)
         httpx_request = self._request(model_name, request, timeouts, True)
+        deadline = Deadline(at=timer.deadline(time.monotonic()))
         lease = self._async_shards().lease()
+        token = IO_DEADLINE.set(deadline)
         try:
             resp = await lease.transport.handle_async_request(httpx_request)
             if resp.status_code >= 400:
                 try:
-                    body = await resp.aread()
-                except httpx.HTTPError:
-                    body = b""
+                    body = await self._aread(resp)
                 finally:
                     await resp.aclose()
                 raise self._error(resp.status_code, resp.headers, body)
         except httpx.HTTPError as exc:
             lease.release()
-            raise self._redact(_map_transport_error(exc, timeouts)) from None
+            raise self._redact(_deadline_error(exc, timeouts, deadline, timer)) from None
         except BaseException:
             lease.release()
             raise
+        finally:
+            IO_DEADLINE.reset(token)
         httpx_request.extensions["timeout"]["read"] = timeouts.total
-        return _AsyncStream(self, resp, timer, lease)
-
-
-class _Decoding:
-    """What both stream classes decide about the bytes they read, sans I/O."""
-
-    done: bool
-    _timer: StreamTimer
-
-    def _deadline(self, now: float) -> float:
-        """Until when the next read may wait: the stream's timeouts, or after ``[DONE]`` a
-        short grace for the end of the body (a server that holds it open costs its
-        connection, not the caller's time)."""
-        if self.done:
-            return now + _DRAIN_GRACE
-        return self._timer.deadline(now)
-
-    def _decode(self, decoder: SSEDecoder, raw: bytes | None) -> Iterator[CompletionChunk]:
-        """The chunks in ``raw``. After ``[DONE]`` the rest of the body is still read (and
-        ignored): a response closed before its end takes its connection with it, so every
-        stream would cost a new connection, and a TLS handshake."""
-        if self.done:
-            return
-        for chunk in sse_chunks(decoder, raw):
-            if chunk is None:
-                self.done = True
-                return
-            self._timer.saw(chunk)
-            yield chunk
-
-
-class _SyncStream(_Decoding, ProviderStream):
-    def __init__(
-        self,
-        provider: OpenAICompatibleProvider,
-        resp: httpx.Response,
-        timer: StreamTimer,
-        lease: Lease[Any],
-    ) -> None:
-        self._provider = provider
-        self._resp = resp
-        self._timer = timer
-        self._lease = lease
-        self.rate_limits = parse_rate_limits(resp.headers)
-        self._chunks = self._run()
-
-    def __next__(self) -> CompletionChunk:
-        return next(self._chunks)
-
-    def _run(self):
-        timer, resp = self._timer, self._resp
-        stream = resp.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        guard = WATCHDOG.guard(sock)
-        decoder = SSEDecoder()
-        raw_iter = resp.iter_raw()
-        try:
-            while True:
-                guard.deadline = self._deadline(time.monotonic())
-                try:
-                    raw = next(raw_iter, None)
-                except httpx.HTTPError as exc:
-                    if self.done:  # the answer was complete; only the connection is lost
-                        return
-                    if guard.fired:
-                        raise timer.expired(time.monotonic()) from None
-                    raise _map_transport_error(exc, timer.timeouts) from None
-                guard.deadline = None
-                yield from self._decode(decoder, raw)
-                if raw is None:
-                    return
-        except ProviderError as err:
-            raise self._provider._redact(err) from None
-        finally:
-            WATCHDOG.release(guard)
-            raw_iter.close()
-            resp.close()
-            self._lease.release()
-
-    def close(self) -> None:
-        self._chunks.close()
-        self._resp.close()
-        self._lease.release()
-
-
-class _AsyncStream(_Decoding, AsyncProviderStream):
-    def __init__(
-        self,
-        provider: OpenAICompatibleProvider,
-        resp: httpx.Response,
-        timer: StreamTimer,
-        lease: Lease[Any],
-    ) -> None:
-        self._provider = provider
-        self._resp = resp
-        self._timer = timer
-        self._lease = lease
-        self.rate_limits = parse_rate_limits(resp.headers)
-        self._chunks = self._run()
-
-    async def __anext__(self) -> CompletionChunk:
-        return await self._chunks.__anext__()
-
-    async def _run(self):
-        timer, resp = self._timer, self._resp
-        loop = asyncio.get_running_loop()
-        decoder = SSEDecoder()
-        raw_iter = resp.aiter_raw()
-        try:
-            while True:
-                now = time.monotonic()
-                deadline = loop.time() + (self._deadline(now) - now)
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        raw = await anext(raw_iter, None)
-                except (TimeoutError, httpx.HTTPError) as exc:
-                    if self.done:  # the answer was complete; only the connection is lost
-                        return
-                    if isinstance(exc, TimeoutError):
-                        raise timer.expired(time.monotonic()) from None
-                    raise _map_transport_error(exc, timer.timeouts) from None
-                for chunk in self._decode(decoder, raw):
-                    yield chunk
-                if raw is None:
-                    return
-        except ProviderError as err:
-            raise self._provider._redact(err) from None
-        finally:
-            # Closed here, not left to the garbage collector: a suspended async generator
-            # is finalised by a task the event loop schedules later, outliving the request.
-            await raw_iter.aclose()
-            await resp.aclose()
-            self._lease.release()
-
-    async def aclose(self) -> None:
-        await self._chunks.aclose()
-        await self._resp.aclose()
-        self._lease.release()
+        return AsyncStream(resp, timer, lease, self._limits, self._redact)

@@ -15,11 +15,16 @@ __all__ = [
     "context_length_exceeded",
     "cut",
     "error",
+    "gzip_bomb",
+    "gzip_stream",
+    "interim_flood",
     "malformed_event",
     "no_done",
     "ok",
     "quota_exhausted",
     "rate_limited",
+    "raw_body",
+    "raw_stream",
     "reply",
     "reset",
     "server_error",
@@ -27,6 +32,7 @@ __all__ = [
     "slow_first_token",
     "stall",
     "tool_call",
+    "trickle",
     "unauthorized",
 ]
 
@@ -34,7 +40,8 @@ __all__ = [
 @dataclass(frozen=True)
 class Behaviour:
     kind: str = "ok"
-    """``ok`` (answer), ``status`` (an HTTP error), ``reset`` (RST before headers), ``silent``."""
+    """``ok`` (answer), ``status`` (an HTTP error), ``reset`` (RST before headers), ``silent``,
+    ``interim`` (``HTTP/1.1 100 Continue`` interim responses, endlessly, never the reply)."""
     text: str | None = None
     """Scripted reply; None: the default echo."""
     tool_calls: tuple[dict[str, Any], ...] = ()
@@ -58,6 +65,20 @@ class Behaviour:
     """Answer 400 to a request that ends with an assistant message (no prefill support)."""
     linger_after_done: float = 0.0
     """Streaming: hold the response open this long after ``[DONE]`` before ending it."""
+    trickle: float = 0.0
+    """Send the reply one byte every ``trickle`` seconds (status line and headers too, unless
+    ``trickle_body_only``): a server that is never silent long enough for a read timeout."""
+    trickle_body_only: bool = False
+    raw_body: str | None = None
+    """The reply's body, verbatim (a 200, or ``status`` for ``kind="status"``): hostile JSON."""
+    raw_events: tuple[str, ...] = ()
+    """Streaming: after the headers send exactly these pieces of event-stream text (no
+    automatic events, no ``[DONE]`` unless given), then end the body."""
+    bomb: int = 0
+    """Answer with a gzip body that inflates to this many zero bytes (a decompression bomb),
+    with ``status`` (200 by default)."""
+    gzip_stream: bool = False
+    """Streaming: gzip the event stream (``content-encoding: gzip``), flushed after each event."""
 
     def with_headers(self, **headers: str) -> Behaviour:
         """This behaviour with extra reply headers (``x_ratelimit_remaining_requests="3"``)."""
@@ -67,12 +88,14 @@ class Behaviour:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tool_calls"] = list(self.tool_calls)
+        data["raw_events"] = list(self.raw_events)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Behaviour:
         data = dict(data)
         data["tool_calls"] = tuple(data.get("tool_calls") or ())
+        data["raw_events"] = tuple(data.get("raw_events") or ())
         return cls(**data)
 
 
@@ -156,3 +179,33 @@ def malformed_event(after: int = 1, **kw: Any) -> Behaviour:
 
 def no_done(**kw: Any) -> Behaviour:
     return Behaviour(omit_done=True, **kw)
+
+
+def trickle(seconds_per_byte: float, *, body_only: bool = False, **kw: Any) -> Behaviour:
+    """Send the reply one byte at a time (headers too unless ``body_only``)."""
+    return Behaviour(trickle=seconds_per_byte, trickle_body_only=body_only, **kw)
+
+
+def interim_flood() -> Behaviour:
+    """Answer with ``HTTP/1.1 100 Continue`` interim responses forever."""
+    return Behaviour(kind="interim")
+
+
+def raw_body(body: str, status: int = 200, **kw: Any) -> Behaviour:
+    """Reply with exactly ``body`` (as ``application/json``) and ``status``."""
+    return Behaviour(kind="status" if status >= 400 else "ok", status=status, raw_body=body, **kw)
+
+
+def raw_stream(*pieces: str, **kw: Any) -> Behaviour:
+    """Stream exactly these pieces of event-stream text (``"data: {...}\\n\\n"``)."""
+    return Behaviour(raw_events=pieces, **kw)
+
+
+def gzip_bomb(inflated_bytes: int, status: int = 200) -> Behaviour:
+    """A gzip body inflating to ``inflated_bytes`` zeros (~1000:1), as a reply or an error."""
+    return Behaviour(kind="status" if status >= 400 else "ok", status=status, bomb=inflated_bytes)
+
+
+def gzip_stream(**kw: Any) -> Behaviour:
+    """Stream the answer gzip-encoded, as some gateways do."""
+    return Behaviour(gzip_stream=True, **kw)

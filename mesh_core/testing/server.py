@@ -5,7 +5,9 @@ events, with a usage chunk and ``[DONE]``) and ``GET /v1/models``. Each model
 name it is asked for can be told what to do with its next requests: answer,
 answer with a scripted reply or tool call, return any HTTP error, reset the
 connection, stay silent, delay the first token, stall, cut or corrupt a stream,
-omit ``[DONE]``, or send rate-limit headers. Every request is recorded.
+omit ``[DONE]``, or send rate-limit headers; or be hostile: trickle the reply a byte
+at a time, send ``100 Continue`` forever, answer with a gzip bomb, verbatim JSON or
+verbatim event-stream text, or gzip the stream. Every request is recorded.
 
 In-process::
 
@@ -22,6 +24,7 @@ Over HTTP (for a server started with ``python -m mesh_core.testing``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import json
 import socket
@@ -29,6 +32,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -218,6 +222,54 @@ class FaultServer:
         self._stopping.wait(min(seconds, _MAX_WAIT))
 
 
+@functools.lru_cache(maxsize=4)
+def _bomb(inflated: int) -> bytes:
+    """A gzip body of ``inflated`` zero bytes, built in a blink: after a full flush, deflate
+    compresses each identical MiB of zeros to identical bytes, so one block is repeated."""
+    mib = 1 << 20
+    blocks, rest = divmod(inflated, mib)
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    head = c.compress(bytes(mib)) + c.flush(zlib.Z_FULL_FLUSH) if blocks else b""
+    block = c.compress(bytes(mib)) + c.flush(zlib.Z_FULL_FLUSH) if blocks > 1 else b""
+    # The trailer's CRC and length cover every block; compress them through ``c`` too.
+    tail_c = c.copy()
+    crc = zlib.crc32(bytes(mib)) if blocks else 0
+    for _ in range(max(0, blocks - 1)):
+        crc = zlib.crc32(bytes(mib), crc)
+    tail = tail_c.compress(bytes(rest)) + tail_c.flush(zlib.Z_SYNC_FLUSH)
+    crc = zlib.crc32(bytes(rest), crc)
+    # End the deflate stream with an empty final block, then the gzip trailer.
+    end = zlib.compressobj(9, zlib.DEFLATED, -15)
+    final = end.flush()  # an empty final block, raw deflate
+    trailer = struct.pack("<II", crc & 0xFFFFFFFF, inflated & 0xFFFFFFFF)
+    return head + block * max(0, blocks - 1) + tail + final + trailer
+
+
+class _Trickle:
+    """A write file that sends one byte every ``interval`` seconds (until the server stops)."""
+
+    def __init__(self, raw: Any, interval: float, owner: FaultServer) -> None:
+        self._raw, self._interval, self._owner = raw, interval, owner
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._raw.closed)
+
+    def write(self, data: bytes) -> int:
+        for i in range(len(data)):
+            if self._owner._stopping.is_set():
+                raise OSError("the fault server is stopping")
+            self._raw.write(data[i : i + 1])
+            self._owner._wait(self._interval)
+        return len(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
@@ -230,6 +282,8 @@ class _Handler(BaseHTTPRequestHandler):
     owner: FaultServer
     protocol_version = "HTTP/1.1"
     timeout = 60
+    _behaviour: Behaviour | None = None
+    _gz: Any = None
 
     def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
         pass
@@ -249,6 +303,39 @@ class _Handler(BaseHTTPRequestHandler):
             super().finish()
 
     # --- plumbing ----------------------------------------------------------------------
+    def end_headers(self) -> None:
+        super().end_headers()
+        b = self._behaviour
+        if b is not None and b.trickle and b.trickle_body_only:
+            self.wfile.flush()
+            self.wfile = _Trickle(self.wfile, b.trickle, self.owner)
+
+    def _send_bytes(
+        self, status: int, data: bytes, headers: dict[str, str], encoding: str | None = None
+    ) -> None:
+        """A reply with exactly ``data`` as its body."""
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        if encoding:
+            self.send_header("content-encoding", encoding)
+        self.send_header("content-length", str(len(data)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _hostile_body(self, status: int, b: Behaviour, headers: dict[str, str]) -> bool:
+        """Send a bomb or a verbatim body when ``b`` asks for one; tell whether it did."""
+        if b.bomb:
+            self.close_connection = True  # the client may well stop reading mid-body
+            with contextlib.suppress(OSError):
+                self._send_bytes(status, _bomb(b.bomb), headers, "gzip")
+            return True
+        if b.raw_body is not None:
+            self._send_bytes(status, b.raw_body.encode(), headers)
+            return True
+        return False
+
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
@@ -297,6 +384,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_POST(self) -> None:
+        self._behaviour, self._gz = None, None
         body = self._body()
         path = self.path.rstrip("/")
         if path == "/_control/behaviour":
@@ -367,6 +455,20 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {**rl_headers, **behaviour.headers}
         if behaviour.delay:
             owner._wait(behaviour.delay)
+        self._behaviour = behaviour
+        if behaviour.trickle:
+            self.close_connection = True  # the trickling writer must not serve another request
+            if not behaviour.trickle_body_only:
+                self.wfile = _Trickle(self.wfile, behaviour.trickle, owner)
+        if behaviour.kind == "interim":
+            rec.behaviour = "interim"
+            owner._record(rec)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                while not owner._stopping.is_set():
+                    self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    owner._wait(0.005)
+            return
         if behaviour.kind == "reset":
             rec.behaviour = "reset"
             owner._record(rec)
@@ -383,7 +485,9 @@ class _Handler(BaseHTTPRequestHandler):
             owner._record(rec)
             if behaviour.retry_after is not None:
                 headers["retry-after"] = f"{behaviour.retry_after:g}"
-            self._json(behaviour.status, behaviour.body or {"error": {"message": "error"}}, headers)
+            if not self._hostile_body(behaviour.status, behaviour, headers):
+                body = behaviour.body or {"error": {"message": "error"}}
+                self._json(behaviour.status, body, headers)
             return
         if behaviour.text is None and not behaviour.tool_calls:
             text, calls = scripted_answer(model, body)
@@ -393,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner._record(rec)  # before replying: a fast client must find it counted
         if stream:
             self._stream(rec, body, behaviour, text, prompt_tokens, headers)
-        else:
+        elif not self._hostile_body(200, behaviour, headers):
             self._plain(model, behaviour, text, prompt_tokens, headers)
 
     # --- answers -------------------------------------------------------------------------
@@ -452,8 +556,29 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _write_chunk(self, data: bytes) -> None:
+        if self._gz is not None:
+            data = self._gz.compress(data) + self._gz.flush(zlib.Z_SYNC_FLUSH)
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
+
+    def _end_body(self) -> None:
+        if self._gz is not None:
+            data, self._gz = self._gz.flush(), None
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _raw_events(self, rec: RecordedRequest, pieces: tuple[str, ...]) -> None:
+        rec.behaviour = "raw"
+        self.close_connection = True
+        try:
+            for piece in pieces:
+                data = piece.encode()
+                for i in range(0, len(data), 1 << 16):
+                    self._write_chunk(data[i : i + (1 << 16)])
+            self._end_body()
+        except OSError:
+            rec.behaviour = "client-gone"
 
     def _event(self, payload: Any) -> None:
         self._write_chunk(f"data: {json.dumps(payload)}\n\n".encode())
@@ -473,10 +598,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
+        if b.gzip_stream:
+            self.send_header("content-encoding", "gzip")
+            self._gz = zlib.compressobj(6, zlib.DEFLATED, 31)
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.flush()
+        if b.raw_events:
+            self._raw_events(rec, b.raw_events)
+            return
         cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
         base = {
             "id": cid,
@@ -549,8 +680,7 @@ class _Handler(BaseHTTPRequestHandler):
             if b.linger_after_done:  # a server that holds the body open after [DONE]
                 self.wfile.flush()
                 owner._wait(b.linger_after_done)
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
+            self._end_body()
         except OSError:
             self.close_connection = True
             rec.behaviour = "client-gone"
