@@ -6,13 +6,48 @@ import argparse
 import signal
 import threading
 
+from .faults import KINDS
 from .server import FaultServer
+
+_EPILOG = f"""\
+control API:
+  POST /_control/behaviour  {{"model": "m1", "behaviour": {{...}}, "once": false}}
+                            once=true: the next request only; false: every request from now on
+  POST /_control/reset      forget behaviours, rate limits and recorded requests
+  GET  /_control/requests   what was received
+
+behaviour JSON (every field optional; an unknown kind or field is a 400):
+  kind               {" | ".join(KINDS)}  (default ok: answer)
+  status, body       kind=status: the HTTP status and JSON error body
+  retry_after        seconds, sent as Retry-After
+  headers            extra reply headers
+  text, tool_calls   a scripted answer ([{{"name": ..., "arguments": {{...}}}}])
+  delay              seconds before the headers
+  first_token_delay  streams: seconds before the first token
+  stall_after, stall_for   streams: pause for stall_for seconds after N chunks
+  cut_after          streams: close the connection after N chunks
+  malformed_after    streams: a corrupt event after N chunks
+  omit_done          streams: no [DONE]
+  chunk_delay        streams: seconds between chunks
+  reject_prefill     400 to a request ending with an assistant message
+  linger_after_done  streams: hold the body open after [DONE]
+  trickle, trickle_body_only   one byte every N seconds
+  raw_body, raw_events         exact bytes of a body / of a stream's events
+  bomb               a gzip body inflating to N bytes
+  gzip_stream        a gzip-encoded event stream
+
+Requests are checked as OpenAI checks them: an unknown top-level field is a 400
+("Unrecognized request argument supplied"). tool_choice "required" (or a named
+function) is honoured, also after a tool result.
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m mesh_core.testing",
         description="An OpenAI-compatible server on 127.0.0.1 that fails on command.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--api-key", default=None, help="require this bearer key (401 otherwise)")

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 __all__ = [
+    "KINDS",
     "Behaviour",
     "content_policy",
     "context_length_exceeded",
@@ -35,6 +36,10 @@ __all__ = [
     "trickle",
     "unauthorized",
 ]
+
+
+KINDS = ("ok", "status", "reset", "silent", "interim")
+"""What a behaviour's ``kind`` may be."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,12 @@ class Behaviour:
     gzip_stream: bool = False
     """Streaming: gzip the event stream (``content-encoding: gzip``), flushed after each event."""
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"unknown behaviour kind {self.kind!r}; expected one of {', '.join(KINDS)}"
+            )
+
     def with_headers(self, **headers: str) -> Behaviour:
         """This behaviour with extra reply headers (``x_ratelimit_remaining_requests="3"``)."""
         merged = {**self.headers, **{k.replace("_", "-"): str(v) for k, v in headers.items()}}
@@ -93,6 +104,15 @@ class Behaviour:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Behaviour:
+        """A behaviour from its JSON form (ValueError naming what is wrong)."""
+        if not isinstance(data, dict):
+            raise ValueError('a behaviour is a JSON object, e.g. {"kind": "status", ...}')
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"unknown behaviour field(s) {', '.join(unknown)}; expected some of "
+                f"{', '.join(cls.__dataclass_fields__)}"
+            )
         data = dict(data)
         data["tool_calls"] = tuple(data.get("tool_calls") or ())
         data["raw_events"] = tuple(data.get("raw_events") or ())

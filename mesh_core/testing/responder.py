@@ -3,7 +3,8 @@
 No language model is involved: the answer is derived from the request, so tests
 and demos of chains, tools and structured output get replies of the right shape.
 
-* After a tool result: a sentence that quotes it.
+* After a tool result: a sentence that quotes it, unless ``tool_choice`` forces a tool
+  call (``required``, ``any`` or a named function), which it then makes.
 * With tools bound: a call to the tool that ``tool_choice`` forces, or to the tool
   the prompt names (``magic_function(3)``, "the weather"), with arguments built
   from its JSON schema: integers and quoted strings are taken from the prompt.
@@ -64,10 +65,11 @@ def scripted_answer(model: str, body: dict[str, Any]) -> tuple[str, list[dict[st
         prefix = _text(last)
         text, _ = scripted_answer(model, {**body, "messages": messages[:-1]})
         return text[len(prefix) :], []
-    if last.get("role") == "tool":
-        return _stop(f"The tool returned: {_text(last)}", body), []
     tools = [t for t in body.get("tools") or () if isinstance(t, dict) and "function" in t]
     choice = body.get("tool_choice")
+    forced = choice in ("required", "any") or isinstance(choice, dict)
+    if last.get("role") == "tool" and not (tools and forced):
+        return _stop(f"The tool returned: {_text(last)}", body), []
     if tools and choice != "none":
         tool = _chosen(tools, choice, prompt)
         if tool is not None:

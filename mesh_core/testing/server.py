@@ -222,6 +222,48 @@ class FaultServer:
         self._stopping.wait(min(seconds, _MAX_WAIT))
 
 
+_KNOWN_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
+"""The top-level fields of OpenAI's chat-completions request. Anything else is a 400, as
+OpenAI and Azure answer it, so tests catch a client that sends its own options."""
+
+
 @functools.lru_cache(maxsize=4)
 def _bomb(inflated: int) -> bytes:
     """A gzip body of ``inflated`` zero bytes, built in a blink: after a full flush, deflate
@@ -401,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             behaviour = Behaviour.from_dict(body.get("behaviour") or {})
             model = str(body["model"])
-        except (AttributeError, KeyError, TypeError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             self._json(400, {"error": {"message": f"bad control request: {exc}"}})
             return
         if body.get("once"):
@@ -419,6 +461,19 @@ class _Handler(BaseHTTPRequestHandler):
                     "error": {
                         "message": "body must be JSON with a 'messages' list",
                         "type": "invalid_request_error",
+                    }
+                },
+            )
+            return
+        unknown = sorted(set(body) - _KNOWN_FIELDS)
+        if unknown:  # as OpenAI and Azure do: a client must not leak its own options
+            self._json(
+                400,
+                {
+                    "error": {
+                        "message": f"Unrecognized request argument supplied: {', '.join(unknown)}",
+                        "type": "invalid_request_error",
+                        "param": unknown[0],
                     }
                 },
             )
