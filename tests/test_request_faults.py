@@ -15,7 +15,7 @@ from mesh_core.errors import (
     StreamInterruptedError,
 )
 from mesh_core.testing import faults
-from tests.conftest import MODES, complete, config_for, stream
+from tests.conftest import FAST_TOTAL, MODES, complete, config_for, stream
 
 
 def outcomes(resp_or_chunk):
@@ -157,7 +157,7 @@ def test_reset_and_silence_fail_over_without_retrying(make_mesh, servers, mode, 
     servers[0].set("m1", behaviour)
     t0 = time.perf_counter()
     r = complete(mesh, mode, "chat", "hi")
-    assert time.perf_counter() - t0 < 2.5  # bounded by the total timeout (1.5 s)
+    assert time.perf_counter() - t0 < FAST_TOTAL + 5  # bounded by the total timeout, not hung
     assert r.model == "p2.m2" and outcomes(r)[0] == ("p1.m1", kind)
     assert servers[0].count("m1") == 1
 
@@ -253,11 +253,11 @@ def test_stream_ends_at_done_even_if_the_server_holds_the_body_open(servers, mod
     cfg = config_for(servers)
     cfg["providers"]["p1"]["timeouts"] = {"stall": "10s", "total": "20s"}  # no help from these
     mesh = Mesh.from_config(cfg)
-    servers[0].set("m1", faults.ok(linger_after_done=3.0))
+    servers[0].set("m1", faults.ok(linger_after_done=15.0))
     started = time.perf_counter()
     chunks = stream(mesh, mode, "chat", "hi")
     assert chunks[-1].finish_reason == "stop" and chunks[-1].usage is not None
-    assert time.perf_counter() - started < 2.0  # not the 3 s the server lingers
+    assert time.perf_counter() - started < 8.0  # not the 15 s the server lingers
     servers[0].set("m1", faults.ok())
     assert stream(mesh, mode, "chat", "again")[-1].finish_reason == "stop"
     assert mesh.providers["p1"]._sync_shards().load == [0, 0, 0, 0]
