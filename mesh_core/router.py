@@ -2,9 +2,10 @@
 
 :class:`Router` is where state changes: choosing a model (and marking it in flight),
 recording a success (usage, cost, rate-limit headroom, deactivation by limit) or a
-failure (deciding between retrying the same model, failing over and raising),
-and taking a provider out when its credentials are refused. The failover loop in
-:mod:`.routing` calls these and nothing else touches state.
+failure (the error window, standby, a provider shut out for refused credentials).
+What follows a failure (retry, fail over, raise) is then a pure decision of
+:mod:`.policy`. The failover loop in :mod:`.routing` calls these and nothing else
+touches state.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .errors import (
 from .evaluators import DeactivationReason, counts_against_model
 from .events import EventEmitter, EventType
 from .needs import RequestNeeds, is_plain_text, needs_of
+from .policy import Decision, Failure, Raise, RetryPolicy, decide
 from .pool import CapabilityPool, Model
 from .providers.base import Provider, Timeouts
 from .providers.wire import RateLimitInfo
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .persistence import StateKeeper
 
-__all__ = ["FAILOVER", "RAISE", "PoolSettings", "Router"]
+__all__ = ["PoolSettings", "Router"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +53,6 @@ class PoolSettings:
     retry: RetryConfig = field(default_factory=RetryConfig)
     wait_for_recovery: float = 0.0
     stream_recovery: str = "raise"
-
-
-FAILOVER = -1.0
-RAISE = -2.0
 
 
 class Router:
@@ -82,6 +80,7 @@ class Router:
         self.tracing = Tracing("off")
         self.metrics: Metrics | None = None
         self._rng = random.Random()
+        self._policies: dict[tuple[str, int | None], RetryPolicy] = {}
 
     # --- selection ------------------------------------------------------------
     def eligibility(
@@ -238,10 +237,34 @@ class Router:
         *,
         max_attempts: int | None = None,
         release: bool = True,
-    ) -> float:
-        """Record a failure and decide: a delay before retrying the same model (>= 0),
-        ``FAILOVER`` or ``RAISE``."""
-        kind = err.kind if isinstance(err, ProviderError) else ErrorKind.CONNECTION
+    ) -> Decision:
+        """Record a failed attempt, then decide what follows (see :mod:`.policy`)."""
+        still_active = self.broke(pool, model, err, latency, tries, release=release)
+        retry = self.settings[pool.name].retry
+        policy = self._policies.get((pool.name, max_attempts))
+        if policy is None:
+            policy = self._policies[pool.name, max_attempts] = RetryPolicy.of(retry, max_attempts)
+        failure = Failure(_kind(err), tries, getattr(err, "retry_after", None), still_active)
+        decision = decide(failure, policy, self._rng)
+        if self.keeper is not None and not isinstance(decision, Raise):
+            self.keeper.after_request(model, pool)
+        return decision
+
+    def broke(
+        self,
+        pool: CapabilityPool,
+        model: Model,
+        err: BaseException,
+        latency: float,
+        attempt: int,
+        *,
+        release: bool = True,
+    ) -> bool:
+        """Apply a failure to the state (the one place that does): release the model, count
+        the failure against it when it is its fault, take it (or, for refused credentials,
+        its whole provider) out of rotation when a threshold is crossed. Returns whether
+        the model is still active. Streams broken after their first token end here."""
+        kind = _kind(err)
         if self.metrics is not None:
             self.metrics.failure(pool.name, model.id, kind.value)
         self.emitter.emit(
@@ -253,33 +276,16 @@ class Router:
             status_code=getattr(err, "status_code", None),
             error=str(err),
             latency=latency,
-            attempt=tries,
+            attempt=attempt,
         )
-        decision = self._decide(pool, model, err, kind, tries, max_attempts, release)
-        if self.keeper is not None and decision != RAISE:
-            self.keeper.after_request(model, pool)
-        return decision
-
-    def _decide(
-        self,
-        pool: CapabilityPool,
-        model: Model,
-        err: BaseException,
-        kind: ErrorKind,
-        tries: int,
-        max_attempts: int | None,
-        release: bool,
-    ) -> float:
         with self.lock:
             if release:  # first, so that no later failure can leave the model in flight
                 model.in_flight -= 1
-            if kind in CALLER_KINDS:
-                return RAISE
-            if kind is ErrorKind.CONTEXT_WINDOW:
-                return FAILOVER
+            if kind in CALLER_KINDS or kind is ErrorKind.CONTEXT_WINDOW:
+                return True  # the request's fault, not the model's
             if kind is ErrorKind.AUTHENTICATION:
                 self._deactivate_provider(model.provider_id, pool)
-                return FAILOVER
+                return False
             now = self.clock.time()
             st = model.state
             deact = pool.rotation_policy.deactivation
@@ -291,18 +297,7 @@ class Router:
                 reason = deact.get_reason(model.snapshot(now))
                 if reason is not None:
                     pool.deactivate(model, reason, now=now)
-            if st.status != ACTIVE or kind not in (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR):
-                return FAILOVER
-            retry = self.settings[pool.name].retry
-            if tries >= (max_attempts or retry.max_attempts):
-                return FAILOVER
-            retry_after = getattr(err, "retry_after", None)
-            if retry_after is not None:
-                return retry_after if retry_after <= retry.max_delay else FAILOVER
-            delay = min(retry.max_delay, retry.initial_delay * 2 ** (tries - 1))
-            if retry.backoff == "exponential_jitter":
-                delay *= 0.5 + self._rng.random() / 2
-            return delay
+            return st.status == ACTIVE
 
     def release(self, model: Model) -> None:
         with self.lock:
@@ -324,6 +319,10 @@ class Router:
             reason=DeactivationReason.AUTHENTICATION_FAILED.value,
             models=affected,
         )
+
+
+def _kind(err: BaseException) -> ErrorKind:
+    return err.kind if isinstance(err, ProviderError) else ErrorKind.CONNECTION
 
 
 def _has_limits(pool: CapabilityPool) -> bool:

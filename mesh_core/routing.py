@@ -25,9 +25,10 @@ from .errors import (
 )
 from .events import EventType
 from .needs import estimate_usage
+from .policy import Raise, Retry
 from .pool import CapabilityPool, Model
 from .providers.base import ProviderReply, Timeouts
-from .router import RAISE, Router
+from .router import Router
 from .types import Attempt, CompletionRequest, CompletionResponse
 
 __all__ = ["Blocking", "Call", "Flight", "Outcome", "Sleep"]
@@ -133,23 +134,23 @@ class Flight:
                 decision = router.failed(
                     pool, model, err, latency, tries, max_attempts=max_attempts
                 )
-                if decision == RAISE:
+                if isinstance(decision, Raise):
                     raise err
-                if decision >= 0:
+                if isinstance(decision, Retry):
                     router.emitter.emit(
                         EventType.RETRY_ATTEMPTED,
                         model_id=model.id,
                         provider_id=model.provider_id,
                         pool_id=pool.name,
-                        delay=decision,
+                        delay=decision.delay,
                         attempt=tries + 1,
                     )
-                    yield Sleep(decision)
+                    yield Sleep(decision.delay)
                     with router.lock:
                         model.in_flight += 1
                     continue
                 exclude.add(model.id)
-                if isinstance(err, ContextWindowExceededError) and model.context_window:
+                if decision.smaller_windows_too and model.context_window:
                     exclude.update(
                         m.id
                         for m in pool.models
