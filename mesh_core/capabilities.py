@@ -15,6 +15,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from .errors import UnknownCapabilityError
+
 __all__ = ["DEFAULT_TREE", "CapabilityTree", "UnknownCapabilityError"]
 
 DEFAULT_TREE: dict[str, dict[str, list[str]]] = {
@@ -70,19 +72,6 @@ DEFAULT_TREE: dict[str, dict[str, list[str]]] = {
         "quality-scoring": [],
     },
 }
-
-
-class UnknownCapabilityError(KeyError):
-    """A capability name is neither a node of the tree nor an alias of one."""
-
-    def __init__(self, name: str, suggestion: str | None = None) -> None:
-        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
-        self.message = f"unknown capability {name!r}{hint}"
-        self.suggestion = suggestion
-        super().__init__(self.message)
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class CapabilityTree:

@@ -4,6 +4,27 @@ Every error the mesh raises derives from :class:`ModelMeshError`, which carries 
 message, a ``details`` dict (JSON-safe, never a secret) and a ``retryable`` hint
 telling the caller whether trying again later may help.
 
+The tree::
+
+    ModelMeshError
+    ├── ConfigurationError (ValueError)      a configuration file or dict is invalid
+    ├── InvalidRequestError (ValueError)     the caller's request is malformed
+    ├── UnknownModelError (KeyError)         no model with this ID
+    ├── UnknownCapabilityError (KeyError)    no capability with this name
+    ├── StateStoreError                      the state store cannot be read or written
+    ├── MeshClosedError (RuntimeError)       the mesh was closed
+    ├── RoutingError                         no model of a pool could be used
+    │   ├── UnknownPoolError (KeyError)
+    │   ├── NoAvailableModelError            every (capable) model is in standby
+    │   ├── NoCapableModelError              no model can serve this request
+    │   ├── SessionModelUnavailableError
+    │   └── AllProvidersExhaustedError       every candidate was tried and failed
+    └── ProviderError                        one provider call failed (``kind``)
+        ├── AuthenticationError, RateLimitError > QuotaExhaustedError, ServerError,
+        ├── ProviderTimeoutError, ProviderConnectionError, ContextWindowExceededError,
+        ├── ContentPolicyError, BadRequestError, MalformedResponseError
+        └── StreamInterruptedError           a stream broke after its first token
+
 Provider failures are classified into an :class:`ErrorKind` so that routing
 decisions (retry, fail over, raise, take the provider out) are pure functions of
 the kind and the HTTP status, not of exception types scattered through the code.
@@ -76,6 +97,33 @@ class ConfigurationError(ModelMeshError, ValueError):
         lines = [f"invalid ModelMesh configuration{where}:"]
         lines += [f"  {path or '<root>'}: {problem}" for path, problem in errors]
         super().__init__("\n".join(lines), details={"errors": [list(e) for e in errors]})
+
+
+class InvalidRequestError(ModelMeshError, ValueError):
+    """The caller's request is malformed (caught before any provider is called)."""
+
+
+class UnknownModelError(ModelMeshError, KeyError):
+    """No model of the mesh has this ID (``Mesh.model``, ``snapshot``, ``deactivate``...)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return self.message
+
+
+class UnknownCapabilityError(ModelMeshError, KeyError):
+    """A capability name is neither a node of the tree nor an alias of one."""
+
+    def __init__(self, name: str, suggestion: str | None = None) -> None:
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        super().__init__(f"unknown capability {name!r}{hint}", details={"capability": name})
+        self.suggestion = suggestion
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StateStoreError(ModelMeshError):
+    """The persisted state cannot be read or written (``details['where']`` names it)."""
 
 
 class RoutingError(ModelMeshError):

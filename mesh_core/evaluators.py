@@ -1,4 +1,4 @@
-"""Deactivation and recovery decisions (seed: DeactivationEvaluator).
+"""Deactivation and recovery decisions: when a model leaves rotation and when it returns.
 
 Pure functions of a snapshot, a policy and the time: no I/O, no sleeping. The
 clock is injected so tests move time instead of waiting for it.
@@ -241,7 +241,8 @@ class DeactivationEvaluator:
             return True
         if s.probation and s.failure_count > 0:  # a failed trial goes straight back
             return True
-        # A snapshot built from the seed's fields alone has no window size: trust its rate.
+        # A snapshot built from the thirteen public fields alone has no window size: trust
+        # its rate.
         enough = s.window_requests >= p.error_rate_min_requests or s.window_requests == 0
         return enough and s.error_rate > 0 and s.error_rate >= p.error_rate_threshold
 

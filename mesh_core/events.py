@@ -39,7 +39,6 @@ class EventType(enum.StrEnum):
     """A model returned from standby (metadata: trial, previous_reason)."""
     MODEL_ADDED = "pool.model_added"
     MODEL_REMOVED = "pool.model_removed"
-    PROVIDER_ERROR = "provider.error"
     PROVIDER_DEACTIVATED = "provider.deactivated"
     POOL_EXHAUSTED = "pool.exhausted"
     STREAM_INTERRUPTED = "stream.interrupted"
@@ -93,11 +92,6 @@ class EventEmitter:
     def clear(self) -> None:
         with self._lock:
             self._handlers = {}
-
-    def wants(self, event_type: EventType) -> bool:
-        """True when someone listens to ``event_type``."""
-        handlers = self._handlers
-        return bool(handlers) and (event_type in handlers or None in handlers)
 
     def emit(
         self,

@@ -20,11 +20,12 @@ from .clock import Clock, SystemClock, as_clock
 from .config import MeshConfig, load_config
 from .errors import (
     BadRequestError,
+    InvalidRequestError,
     MeshClosedError,
-    ModelMeshError,
     ProviderError,
     RoutingError,
     StreamInterruptedError,
+    UnknownModelError,
     UnknownPoolError,
 )
 from .evaluators import DeactivationReason
@@ -55,10 +56,6 @@ _REQUEST_FIELDS = (
     "seed",
     "session_id",
 )
-
-
-class InvalidRequestError(ModelMeshError, ValueError):
-    """The caller's request is malformed (caught before any provider is called)."""
 
 
 class Mesh:
@@ -165,7 +162,9 @@ class Mesh:
         except KeyError:
             close = difflib.get_close_matches(model_id, self.models, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise KeyError(f"unknown model {model_id!r}{hint}") from None
+            raise UnknownModelError(
+                f"unknown model {model_id!r}{hint}", details={"model": model_id}
+            ) from None
 
     def snapshot(self, model_id: str) -> ModelSnapshot:
         """A point-in-time view of one model's state."""
@@ -294,18 +293,21 @@ class Mesh:
         messages: Any = None,
         *,
         request: CompletionRequest | None = None,
+        restart: bool = True,
         **params: Any,
     ) -> Iterator[CompletionChunk]:
         """Stream an answer. Failover is transparent until the first token; the last
         chunk carries ``finish_reason``, ``usage`` and ``attempts``. A break after the
         first token raises StreamInterruptedError, or with ``stream_recovery: continue``
-        goes on elsewhere (see :class:`~mesh_core.streaming.StreamRecovery`)."""
+        goes on elsewhere (see :class:`~mesh_core.streaming.StreamRecovery`).
+        ``restart=False``: never start the answer over once a chunk was yielded (raise
+        instead), for consumers that cannot discard what they received."""
         flight = self._flight(pool, messages, request, params, stream=True)
         opened = _drive(flight.plan())
-        return self._relay(flight, opened)
+        return self._relay(flight, opened, restart)
 
-    def _relay(self, flight: Flight, opened: Any) -> Iterator[CompletionChunk]:
-        recovery, flags = StreamRecovery(flight), {}
+    def _relay(self, flight: Flight, opened: Any, restart: bool) -> Iterator[CompletionChunk]:
+        recovery, flags = StreamRecovery(flight, restart=restart), {}
         while True:
             model, (pstream, head), _ = opened
             try:
@@ -323,9 +325,9 @@ class Mesh:
                     try:
                         opened = _drive(nxt.plan())
                     except RoutingError:
-                        raise err from None
+                        raise recovery.give_up(err) from None
                 except RoutingError:
-                    raise err from None
+                    raise recovery.give_up(err) from None
 
     async def astream(
         self,
@@ -333,12 +335,13 @@ class Mesh:
         messages: Any = None,
         *,
         request: CompletionRequest | None = None,
+        restart: bool = True,
         **params: Any,
     ) -> AsyncIterator[CompletionChunk]:
         """Async :meth:`stream`."""
         flight = self._flight(pool, messages, request, params, stream=True)
         opened = await _adrive(flight.plan())
-        recovery, flags = StreamRecovery(flight), {}
+        recovery, flags = StreamRecovery(flight, restart=restart), {}
         while True:
             model, (pstream, head), _ = opened
             try:
@@ -356,9 +359,9 @@ class Mesh:
                     try:
                         opened = await _adrive(nxt.plan())
                     except RoutingError:
-                        raise err from None
+                        raise recovery.give_up(err) from None
                 except RoutingError:
-                    raise err from None
+                    raise recovery.give_up(err) from None
 
     # --- state and shutdown -------------------------------------------------------
     def save_state(self) -> None:

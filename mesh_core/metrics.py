@@ -183,9 +183,12 @@ def attach_metrics(emitter: EventEmitter, mode: str = "auto") -> Metrics | None:
     try:
         metrics = _process_metrics()
     except ImportError:
-        if mode == "on":
-            raise RuntimeError(
-                "observability.metrics is 'on' but prometheus-client is not installed"
+        if mode == "on":  # asked for explicitly: say what to install, at construction
+            raise ImportError(
+                "observability.metrics is 'on' but prometheus-client is not installed: "
+                'pip install "modelmesh-lite[prometheus]" (or set observability.metrics '
+                "to auto or off)",
+                name="prometheus_client",
             ) from None
         return None
     emitter.on(

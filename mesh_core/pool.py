@@ -1,4 +1,4 @@
-"""Models and capability pools (seed: CapabilityPool).
+"""Models and capability pools: the members of a capability, and which of them may serve.
 
 A :class:`Model` is one routable model: its static description (provider,
 capabilities, features, window, prices) and its shared :class:`ModelState`. A
@@ -156,7 +156,7 @@ class CapabilityPool:
         self.total_requests = 0
         self.rotation_events = 0
 
-    # --- seed surface ---------------------------------------------------------
+    # --- the public surface ----------------------------------------------------
     @property
     def name(self) -> str:
         return self._name

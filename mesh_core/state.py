@@ -1,6 +1,7 @@
-"""Per-model runtime state (seed: ModelState) and its immutable snapshot.
+"""Per-model runtime state and its immutable snapshot.
 
-:class:`ModelState` holds the seed's fields with the seed's defaults, plus the
+:class:`ModelState` holds the public fields (status, failure count, error rate,
+cooldown, quota, tokens, cost, latencies, timestamps, reason) with their defaults, plus the
 bookkeeping the documented behaviour needs (the sliding outcome window, recovery
 time, trial flag, rate-limit headroom, quota and budget periods). Everything is
 JSON-safe and round-trips through :meth:`ModelState.to_dict` /
@@ -65,9 +66,9 @@ _DEFAULT_LIMITS = StateLimits()
 
 @dataclass(slots=True, eq=False)
 class ModelState:
-    """Per-model health and usage tracking (seed: ModelState)."""
+    """Per-model health and usage tracking."""
 
-    # --- the seed's fields ------------------------------------------------
+    # --- the public fields -------------------------------------------------
     status: str = ACTIVE
     """Current status: 'active' or 'standby'."""
     failure_count: int = 0
@@ -119,7 +120,6 @@ class ModelState:
     requests_limit: int | None = None
     tokens_remaining: int | None = None
     tokens_limit: int | None = None
-    rate_limit_reset_at: float | None = None
     quota_period_start: float | None = None
     budget_period_start: float | None = None
     limits: StateLimits = field(default=_DEFAULT_LIMITS, compare=False, repr=False)
@@ -191,14 +191,6 @@ class ModelState:
                 self.retry_after = retry_after
         else:
             self.last_error_kind = ErrorKind.CONNECTION.value
-        self.version += 1
-
-    def record_usage(self, tokens: int, cost: float) -> None:
-        """Count usage of a request that was not otherwise judged (e.g. a cut stream)."""
-        self.tokens_used += int(tokens)
-        self.cost_accumulated += float(cost)
-        self.total_tokens += int(tokens)
-        self.total_cost += float(cost)
         self.version += 1
 
     def _push_outcome(self, ok: bool) -> None:
@@ -362,9 +354,9 @@ def _as_datetime(ts: float | None) -> datetime | None:
 class ModelSnapshot:
     """Point-in-time view of a model's state, handed to evaluators and strategies.
 
-    The first thirteen fields are the seed's. The rest are read-only extras the
+    The first thirteen fields are the public contract. The rest are read-only extras the
     shipped evaluators and strategies need: they carry defaults, so a snapshot can
-    be built from the seed's fields alone (as custom strategies and tests do).
+    be built from those thirteen alone (as custom strategies and tests do).
     """
 
     model_id: str

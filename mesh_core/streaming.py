@@ -164,25 +164,42 @@ class StreamRecovery:
     next model is asked to go on from the text delivered so far, sent as an assistant
     prefill, and the first chunk it sends carries ``continued_from``; a model that rejects
     prefill (400), or a break inside a tool call, starts the answer over instead, and its
-    first chunk carries ``restarted``. When no model is left, the original error is raised.
+    first chunk carries ``restarted``. When no model is left, the original error is raised,
+    its ``partial_text`` being everything the consumer received.
+
+    ``restart=False`` is for consumers that cannot discard what they received (a framework
+    that joins every chunk into its answer): a start-over after the first chunk raises the
+    StreamInterruptedError instead, so the chunks yielded always join into one coherent
+    answer, continued by prefill or never broken.
     """
 
-    def __init__(self, flight: Flight) -> None:
+    def __init__(self, flight: Flight, *, restart: bool = True) -> None:
         self.flight = flight
         self.mode = flight.router.settings[flight.pool.name].stream_recovery
+        self.may_restart = restart
         self.text: list[str] = []
         self.tool_calls = False
         self.exclude: set[str] = set()
+        self.received: list[str] = []
+        """Every chunk's text the consumer got, across restarts (``partial_text``)."""
+        self.broken: StreamInterruptedError | None = None
 
     def delivered(self, chunk: CompletionChunk) -> None:
         self.text.append(chunk.content)
+        self.received.append(chunk.content)
         self.tool_calls = self.tool_calls or bool(chunk.tool_call_deltas)
+
+    def give_up(self, err: StreamInterruptedError) -> StreamInterruptedError:
+        """``err``, telling what the consumer received in all (not only from the last model)."""
+        err.partial_text = "".join(self.received)
+        return err
 
     def after_break(self, err: StreamInterruptedError) -> tuple[Flight, dict[str, object]]:
         """The flight to run next and the flags for its first chunk (raises ``err`` in
         ``raise`` mode)."""
         if self.mode != "continue":
-            raise err
+            raise self.give_up(err)
+        self.broken = err
         old = self.flight
         self.exclude.add(err.model_id or "")
         old.attempts.append(
@@ -209,7 +226,10 @@ class StreamRecovery:
         return self.flight, {"continued_from": err.model_id}
 
     def restart(self) -> tuple[Flight, dict[str, object]]:
-        """Start the answer over on another model (without a prefill)."""
+        """Start the answer over on another model (without a prefill); with ``restart=False``
+        and chunks already delivered, raise the break instead."""
+        if not self.may_restart and self.received and self.broken is not None:
+            raise self.give_up(self.broken)
         old = self.flight
         original = old.request
         if original.messages and original.messages[-1].get("role") == "assistant" and self.text:

@@ -48,9 +48,12 @@ class Tracing:
         try:
             from opentelemetry import trace
         except ImportError:
-            if mode == "on":
-                raise RuntimeError(
-                    "observability.tracing is 'on' but opentelemetry-api is not installed"
+            if mode == "on":  # asked for explicitly: say what to install, at construction
+                raise ImportError(
+                    "observability.tracing is 'on' but opentelemetry-api is not installed: "
+                    'pip install "modelmesh-lite[otel]" (or set observability.tracing '
+                    "to auto or off)",
+                    name="opentelemetry",
                 ) from None
             return
         self._trace = trace

@@ -10,6 +10,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 from langchain_core.messages.utils import convert_to_openai_messages
+from langchain_core.outputs import ChatGenerationChunk
 
 from mesh_core.types import CompletionChunk, CompletionResponse, Usage
 
@@ -98,3 +99,17 @@ def to_ai_chunk(chunk: CompletionChunk) -> AIMessageChunk:
             "mesh": _mesh_record(chunk.pool, chunk.attempts, chunk.provider, chunk.cost),
         },
     )
+
+
+def to_generation_chunk(chunk: CompletionChunk) -> ChatGenerationChunk:
+    """A streamed chunk for LangChain. The last one's ``generation_info`` says which model
+    answered and the usage, as a plain ``invoke``'s does: LangChain hands a stream's
+    joined generation (not an ``llm_output``) to ``on_llm_end``."""
+    info = None
+    if chunk.finish_reason is not None:
+        info = {
+            "finish_reason": chunk.finish_reason,
+            "model_name": chunk.model,
+            "token_usage": chunk.usage.to_dict() if chunk.usage else {},
+        }
+    return ChatGenerationChunk(message=to_ai_chunk(chunk), generation_info=info)

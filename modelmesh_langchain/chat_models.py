@@ -7,16 +7,16 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
     LangSmithParams,
-    agenerate_from_stream,
     generate_from_stream,
 )
+from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import (
@@ -32,17 +32,19 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from mesh_core._redact import redact
 from mesh_core.mesh import Mesh
+from mesh_core.portable import PortableAdapter
 from mesh_core.shared import mesh_for_pool
 from mesh_core.types import CompletionResponse
 
-from ._convert import PROVIDER, to_ai_chunk, to_ai_message, to_openai_messages
+from ._convert import PROVIDER, to_ai_message, to_generation_chunk, to_openai_messages
+from .errors import langchain_errors
 
 __all__ = ["MeshChatModel"]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
-class MeshChatModel(BaseChatModel):
+class MeshChatModel(PortableAdapter, BaseChatModel):
     """A chat model that routes every call through a ModelMesh pool, with failover.
 
     Setup:
@@ -68,6 +70,13 @@ class MeshChatModel(BaseChatModel):
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    FIELD_ALIASES: ClassVar[dict[str, str]] = {
+        "model_name": "model",
+        "max_completion_tokens": "max_tokens",
+        "stop_sequences": "stop",
+        "request_timeout": "timeout",
+    }
+    _DROPPED: ClassVar[tuple[str, ...]] = ("_serialized",)  # LangChain's cached dumpd()
 
     pool: str
     """The capability pool to route to."""
@@ -99,6 +108,44 @@ class MeshChatModel(BaseChatModel):
         super().__init__(**kwargs)
         # After validation, so a configuration error surfaces as itself, not wrapped.
         self._mesh = mesh_for_pool(self.config, self.pool)
+
+    # --- profile (LangChain v1) ------------------------------------------------------------
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """What the pool can do, for ``create_agent`` and middleware: the smallest context
+        window and output of its models (every one of them can honour them), and a
+        capability when a model of the pool has it (the mesh routes requests that need it
+        to those models). Computed when the model is built (LangChain's validator calls
+        this; ``profile=`` given explicitly wins)."""
+        models = mesh_for_pool(self.config, self.pool).pool(self.pool).models
+        if self.model is not None:
+            models = [m for m in models if m.id == self.model] or models
+        windows = [m.context_window for m in models if m.context_window]
+        outputs = [m.max_output_tokens for m in models if m.max_output_tokens]
+        tools = any("tool_calling" in m.features for m in models)
+        vision = any("vision" in m.features for m in models)
+        profile = ModelProfile(
+            text_inputs=True,
+            text_outputs=True,
+            tool_calling=tools,
+            tool_choice=tools,
+            tool_call_streaming=tools,
+            structured_output=any("structured_output" in m.features for m in models),
+            image_inputs=vision,
+            image_url_inputs=vision,
+        )
+        if windows:
+            profile["max_input_tokens"] = min(windows)
+        if outputs:
+            profile["max_output_tokens"] = min(outputs)
+        return profile
+
+    # --- copies: deepcopy, pickle, model_copy (mesh_core.portable.PortableAdapter) ------
+    def _rerouted(self, changed: set[str]) -> None:
+        """A copy with a new ``config``, ``pool`` or ``model``: its Mesh, and its profile
+        unless the update gave one."""
+        super()._rerouted(changed)
+        if "profile" not in changed:
+            self.__dict__["profile"] = self._resolve_model_profile()
 
     def __repr_args__(self) -> Any:
         """LangChain's (non-default fields), with secrets in ``model_kwargs`` hidden."""
@@ -181,21 +228,40 @@ class MeshChatModel(BaseChatModel):
         return ls
 
     # --- calls ------------------------------------------------------------------------
+    # Every call runs inside ``langchain_errors()``: mesh errors leave the adapter as
+    # LangChain's typed model errors too (ContextOverflowError, ModelRateLimitError...).
+    # Streams pass ``restart=False``: LangChain joins every chunk it is given into the
+    # answer, so a recovery may continue by prefill but never start over after a chunk.
     @staticmethod
-    def _result(resp: CompletionResponse) -> ChatResult:
+    def _llm_output(model: str | None, token_usage: dict[str, Any] | None) -> dict[str, Any]:
+        return {"model_name": model, "token_usage": token_usage or {}, "model_provider": PROVIDER}
+
+    @classmethod
+    def _result(cls, resp: CompletionResponse) -> ChatResult:
         message = to_ai_message(resp)
+        usage = resp.usage.to_dict()
         return ChatResult(
             generations=[
                 ChatGeneration(
-                    message=message, generation_info={"finish_reason": resp.finish_reason}
+                    message=message,
+                    generation_info={
+                        "finish_reason": resp.finish_reason,
+                        "model_name": resp.model,
+                        "token_usage": usage,
+                    },
                 )
             ],
-            llm_output={
-                "model_name": resp.model,
-                "token_usage": resp.usage.to_dict(),
-                "model_provider": PROVIDER,
-            },
+            llm_output=cls._llm_output(resp.model, usage),
         )
+
+    @classmethod
+    def _streamed_result(cls, chunks: list[ChatGenerationChunk]) -> ChatResult:
+        """The joined chunks, with the ``llm_output`` of a plain ``invoke`` (the model that
+        answered, usage) taken from the last chunk's ``generation_info``."""
+        result = generate_from_stream(iter(chunks))
+        info = result.generations[0].generation_info or {}
+        result.llm_output = cls._llm_output(info.get("model_name"), info.get("token_usage"))
+        return result
 
     def _generate(
         self,
@@ -205,10 +271,11 @@ class MeshChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         if self.streaming:
-            return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-        resp = self._mesh.complete(
-            self.pool, to_openai_messages(messages), **self._params(stop, kwargs)
-        )
+            return self._streamed_result(list(self._stream(messages, stop, run_manager, **kwargs)))
+        with langchain_errors():
+            resp = self._mesh.complete(
+                self.pool, to_openai_messages(messages), **self._params(stop, kwargs)
+            )
         return self._result(resp)
 
     async def _agenerate(
@@ -219,10 +286,12 @@ class MeshChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         if self.streaming:
-            return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
-        resp = await self._mesh.acomplete(
-            self.pool, to_openai_messages(messages), **self._params(stop, kwargs)
-        )
+            chunks = [c async for c in self._astream(messages, stop, run_manager, **kwargs)]
+            return self._streamed_result(chunks)
+        with langchain_errors():
+            resp = await self._mesh.acomplete(
+                self.pool, to_openai_messages(messages), **self._params(stop, kwargs)
+            )
         return self._result(resp)
 
     def _stream(
@@ -232,14 +301,15 @@ class MeshChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        chunks = self._mesh.stream(
-            self.pool, to_openai_messages(messages), **self._params(stop, kwargs)
-        )
-        for chunk in chunks:
-            gen = ChatGenerationChunk(message=to_ai_chunk(chunk))
-            if run_manager:
-                run_manager.on_llm_new_token(gen.text, chunk=gen)
-            yield gen
+        with langchain_errors():
+            chunks = self._mesh.stream(
+                self.pool, to_openai_messages(messages), restart=False, **self._params(stop, kwargs)
+            )
+            for chunk in chunks:
+                gen = to_generation_chunk(chunk)
+                if run_manager:
+                    run_manager.on_llm_new_token(gen.text, chunk=gen)
+                yield gen
 
     async def _astream(
         self,
@@ -248,14 +318,15 @@ class MeshChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        chunks = self._mesh.astream(
-            self.pool, to_openai_messages(messages), **self._params(stop, kwargs)
-        )
-        async for chunk in chunks:
-            gen = ChatGenerationChunk(message=to_ai_chunk(chunk))
-            if run_manager:
-                await run_manager.on_llm_new_token(gen.text, chunk=gen)
-            yield gen
+        with langchain_errors():
+            chunks = self._mesh.astream(
+                self.pool, to_openai_messages(messages), restart=False, **self._params(stop, kwargs)
+            )
+            async for chunk in chunks:
+                gen = to_generation_chunk(chunk)
+                if run_manager:
+                    await run_manager.on_llm_new_token(gen.text, chunk=gen)
+                yield gen
 
     # --- tokens (offline) -----------------------------------------------------------------
     def get_token_ids(self, text: str) -> list[int]:

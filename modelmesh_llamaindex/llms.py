@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +29,11 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
+from pydantic import BaseModel
 
 from mesh_core._redact import redact
 from mesh_core.mesh import Mesh
+from mesh_core.portable import PortableAdapter, picklable_fields
 from mesh_core.shared import mesh_for_pool
 
 from ._convert import StreamAccumulator, to_chat_response, to_openai_messages
@@ -40,8 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = ["MeshLLM"]
 
+_log = logging.getLogger("modelmesh")
 
-class MeshLLM(FunctionCallingLLM):
+
+class MeshLLM(PortableAdapter, FunctionCallingLLM):
     """A LlamaIndex LLM that routes every call through a ModelMesh pool, with failover.
 
     Examples:
@@ -81,6 +86,24 @@ class MeshLLM(FunctionCallingLLM):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._mesh = mesh_for_pool(self.config, self.pool)
+
+    # --- copies: deepcopy, pickle, model_copy (mesh_core.portable.PortableAdapter) ------
+    def _field_state(self) -> dict[Any, Any]:
+        """Pydantic's state, not LlamaIndex's ``BaseComponent`` one: that one tries to pickle
+        every value, and logs each one it drops (the Mesh, every time) on the root logger.
+        Its rule is kept for the fields: an unpicklable one is dropped, and logged here."""
+        state = dict(BaseModel.__getstate__(self))
+        fields = {k: v for k, v in state["__dict__"].items() if k != "config"}
+        state["__dict__"] = picklable_fields(fields, _log)
+        return state
+
+    def _restore_fields(self, state: dict[Any, Any]) -> None:
+        """Pydantic's ``__setstate__`` (LlamaIndex's calls ``__init__``, which would resolve
+        the default configuration); a field dropped when pickling gets its default."""
+        BaseModel.__setstate__(self, state)
+        for name, info in type(self).model_fields.items():
+            if name not in self.__dict__ and not info.is_required():
+                self.__dict__[name] = info.get_default(call_default_factory=True)
 
     def __repr_args__(self) -> Any:
         """Pydantic's, with secrets in ``additional_kwargs`` hidden."""
@@ -144,7 +167,11 @@ class MeshLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        chunks = self._mesh.stream(self.pool, to_openai_messages(messages), **self._params(kwargs))
+        # restart=False: the engines join every ``delta``, so a recovery may continue by
+        # prefill but never start the answer over once a delta was yielded.
+        chunks = self._mesh.stream(
+            self.pool, to_openai_messages(messages), restart=False, **self._params(kwargs)
+        )
 
         def gen() -> ChatResponseGen:
             acc = StreamAccumulator()
@@ -157,7 +184,9 @@ class MeshLLM(FunctionCallingLLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        chunks = self._mesh.astream(self.pool, to_openai_messages(messages), **self._params(kwargs))
+        chunks = self._mesh.astream(
+            self.pool, to_openai_messages(messages), restart=False, **self._params(kwargs)
+        )
 
         async def gen() -> ChatResponseAsyncGen:
             acc = StreamAccumulator()

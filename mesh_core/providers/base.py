@@ -20,6 +20,7 @@ __all__ = [
     "StreamTimer",
     "Timeouts",
     "sse_chunks",
+    "total_expired",
 ]
 
 
@@ -83,13 +84,15 @@ class ProviderReply:
 
 
 class StreamTimer:
-    """Deadlines of a streaming attempt: first token, then stall between chunks, and total.
+    """Deadlines of a streaming attempt: first token, then stall between chunks, and total,
+    all measured from ``start``, when the request was sent (not from before the connection
+    pools were built, or a connection made: that is this process's time, not the provider's).
 
-    Pure bookkeeping on a monotonic clock; the drivers turn :meth:`deadline` into
-    a socket watchdog (sync) or an ``asyncio.timeout_at`` (async).
+    Pure bookkeeping on a monotonic clock; the drivers turn :meth:`deadline` into the
+    capped timeout of a blocking read (sync) or a :class:`~.watchdog.ReadDeadline` (async).
     """
 
-    __slots__ = ("_first", "_last", "_total_at", "got_token", "timeouts")
+    __slots__ = ("_first", "_total_at", "got_token", "timeouts")
 
     def __init__(self, timeouts: Timeouts, start: float | None = None) -> None:
         start = time.monotonic() if start is None else start
@@ -97,7 +100,6 @@ class StreamTimer:
         self.got_token = False
         self._first = start + timeouts.first_token
         self._total_at = start + timeouts.total
-        self._last = start
 
     def deadline(self, now: float) -> float:
         """When the next read must have returned, measured from ``now`` (read start)."""
@@ -108,18 +110,35 @@ class StreamTimer:
         if chunk.has_token:
             self.got_token = True
 
-    def expired(self, now: float) -> ProviderTimeoutError:
-        """The error for a deadline that passed at ``now``."""
+    def expired(self, at: float) -> ProviderTimeoutError:
+        """The error for the deadline ``at`` (a value :meth:`deadline` returned) having passed.
+
+        Named by the deadline the read was armed with, not by the stream's state when the
+        error is built: a first-token deadline is never reported as a stall.
+        """
         t = self.timeouts
-        if now >= self._total_at - 1e-3:
-            return ProviderTimeoutError(
-                f"no complete answer within {t.total:g}s (total timeout)", timeout_seconds=t.total
-            )
-        if not self.got_token:
+        if at >= self._total_at:
+            return total_expired(t)
+        if at == self._first:
             return ProviderTimeoutError(
                 f"no first token within {t.first_token:g}s", timeout_seconds=t.first_token
             )
         return ProviderTimeoutError(f"stream stalled for {t.stall:g}s", timeout_seconds=t.stall)
+
+    @staticmethod
+    def opening_expired(timeouts: Timeouts) -> ProviderTimeoutError:
+        """The error for a stream whose headers did not come in time (the opening's deadline
+        is the first token's, or ``total`` when that is shorter)."""
+        timer = StreamTimer(timeouts, 0.0)
+        return timer.expired(timer.deadline(0.0))
+
+
+def total_expired(timeouts: Timeouts) -> ProviderTimeoutError:
+    """The error for an attempt past its ``total`` timeout."""
+    return ProviderTimeoutError(
+        f"no complete answer within {timeouts.total:g}s (total timeout)",
+        timeout_seconds=timeouts.total,
+    )
 
 
 def sse_chunks(decoder: SSEDecoder, raw: bytes | None) -> Iterator[CompletionChunk | None]:

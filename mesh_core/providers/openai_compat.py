@@ -12,6 +12,15 @@ on every call, and the client layer (URL merging, cookies, auth and redirect flo
 event hooks) costs more per request than all of our routing while doing nothing we
 use: the URL, headers and timeouts of a model are fixed, so they are prepared once.
 
+Transports are cheap to build, so a first call, and the first call in each new event loop
+(``asyncio.run`` per request), costs what a bare httpx call costs: the TLS context, the
+one expensive part (loading the CA bundle), is built once per process and verification
+setting and shared by every transport, sync or async, and none is built for a plain
+``http://`` provider. An event loop's pools close when the loop shuts down
+(``asyncio.run`` and ``asyncio.Runner`` finalise the async generators still open, and one
+per loop is there to close its pools), or, for a loop closed without that step, at the
+next new loop or :meth:`~OpenAICompatibleProvider.close`, which closes every loop's pools.
+
 What comes back is bounded in time and size: every read of an attempt runs under its
 wall-clock deadline (:mod:`.watchdog`), and bodies are inflated and counted
 against the provider's :class:`~.base.Limits` as they arrive (:mod:`.decoding`), so a
@@ -22,19 +31,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
+import ssl
 import threading
-import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
 import httpx
 
 from .. import __version__
-from ..errors import MalformedResponseError, ProviderError, ProviderTimeoutError
+from ..errors import MalformedResponseError, ProviderError
 from ..types import CompletionRequest
 from .base import (
     AsyncProviderStream,
@@ -43,11 +53,12 @@ from .base import (
     ProviderStream,
     StreamTimer,
     Timeouts,
+    total_expired,
 )
 from .decoding import BodyDecoder
 from .shards import Shards
 from .streams import AsyncStream, SyncStream, map_transport_error
-from .watchdog import IO_DEADLINE, Deadline, install
+from .watchdog import IO_DEADLINE, Deadline, install, network_backend
 from .wire import build_payload, classify_error, parse_completion, parse_rate_limits
 
 __all__ = ["OpenAICompatibleProvider"]
@@ -59,18 +70,45 @@ _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|session|signature|pas
 
 
 def _deadline_error(
-    exc: httpx.HTTPError, timeouts: Timeouts, deadline: Deadline, timer: StreamTimer | None
+    exc: httpx.HTTPError, timeouts: Timeouts, deadline: Deadline, stream: bool
 ) -> ProviderError:
     """Like :func:`.streams.map_transport_error`, naming the attempt's deadline when that is
     what ended it (the I/O deadline fires as httpcore's ReadTimeout)."""
     if not isinstance(exc, httpx.ReadTimeout) or not deadline.passed():
         return map_transport_error(exc, timeouts)
-    if timer is not None:
-        return timer.expired(time.monotonic())
-    return ProviderTimeoutError(
-        f"no complete answer within {timeouts.total:g}s (total timeout)",
-        timeout_seconds=timeouts.total,
-    )
+    return StreamTimer.opening_expired(timeouts) if stream else total_expired(timeouts)
+
+
+_TLS: dict[bool, ssl.SSLContext] = {}
+_TLS_LOCK = threading.Lock()
+
+
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    """The TLS context of every transport that verifies (or not) certificates: built once
+    per process, as httpx builds it (certifi's CA bundle, no environment).
+
+    Loading the CA bundle is most of what building a transport costs (15-90 ms, against a
+    few microseconds for the rest), and the context is read-only once built, so transports,
+    event loops and providers share it. Threads that need it while it is being built wait
+    for it, since they would otherwise build their own; nobody else takes this lock.
+    """
+    context = _TLS.get(verify)
+    if context is None:
+        with _TLS_LOCK:
+            context = _TLS.get(verify)
+            if context is None:
+                context = _TLS[verify] = httpx.create_ssl_context(verify=verify, trust_env=False)
+    return context
+
+
+@lru_cache(maxsize=1)
+def _no_tls() -> ssl.SSLContext:
+    """The context handed to the transports of a plain-HTTP provider (httpx wants one).
+
+    Never used: the URL is fixed and redirects are not followed. Were it used, it would fail
+    closed: it verifies certificates and trusts no authority.
+    """
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 @lru_cache(maxsize=256)
@@ -123,6 +161,125 @@ def _shown_url(url: httpx.URL) -> str:
     """A URL fit for a repr: no userinfo (already stripped), and no query values."""
     shown = str(url.copy_with(query=None)).rstrip("/")
     return shown + ("?***" if url.query else "")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _LoopPools:
+    """One event loop's transports, and how they close with it.
+
+    :meth:`close_with_loop` starts an async generator that does nothing but wait: the loop
+    registers it (its first-iteration hook), and its shutdown (``loop.shutdown_asyncgens()``,
+    which ``asyncio.run``, ``asyncio.Runner``, anyio and pytest-asyncio run before closing a
+    loop) finalises it, inside the loop, where its ``finally`` awaits the transports' close.
+    Nothing global is patched. A loop closed without that step is caught by :meth:`drop`.
+    """
+
+    __slots__ = ("_closer", "_owner", "closed", "loop", "shards")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        shards: Shards[httpx.AsyncHTTPTransport],
+        owner: weakref.ref[OpenAICompatibleProvider],
+    ) -> None:
+        self.loop = loop
+        self.shards = shards
+        self.closed = False
+        self._owner = owner
+        self._closer: Any = None
+
+    def close_with_loop(self) -> None:
+        """Have the loop's shutdown close these pools (see the class docstring)."""
+        closer = _close_at_shutdown(self)
+        # Runs the generator up to its ``yield`` without awaiting anything (so this stays a
+        # plain function): StopIteration is that first step completing.
+        with contextlib.suppress(StopIteration):
+            closer.asend(None).send(None)
+        self._closer = closer
+
+    async def aclose(self) -> None:
+        """Close the transports, awaiting their connections (on this loop)."""
+        if self.closed:
+            return
+        self.closed = True
+        owner = self._owner()
+        if owner is not None:
+            owner._forget(self)
+        for transport in self.shards.transports:
+            await transport.aclose()
+        self._finish()
+
+    def drop(self) -> None:
+        """Close the transports without awaiting the loop (from any thread).
+
+        A closed loop's sockets, and a loop's that is not running, close here and now; a
+        loop running on this thread closes them on its next turn; a loop running on another
+        thread is asked to, thread-safely.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        loop = self.loop
+        backends = [network_backend(t) for t in self.shards.transports]
+        if loop.is_closed() or not loop.is_running():
+            for backend in backends:
+                backend.drop_connections(now=True)  # type: ignore[union-attr]
+        elif _running_loop() is loop:
+            for backend in backends:
+                backend.drop_connections(now=False)  # type: ignore[union-attr]
+        else:
+            try:
+                loop.call_soon_threadsafe(_drop_all, backends)
+            except RuntimeError:  # closed in the meantime
+                for backend in backends:
+                    backend.drop_connections(now=True)  # type: ignore[union-attr]
+        self._finish()
+
+    def _finish(self) -> None:
+        """End the shutdown generator, so that nothing is left for the loop to finalise
+        (a generator the collector finds unfinished would be handed to its loop, closed
+        or not)."""
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            step = closer.aclose()
+            try:
+                step.send(None)  # its ``finally`` sees ``closed`` and returns at once
+            except StopIteration:
+                pass
+            else:  # cannot happen (nothing is awaited); never leave it half-run
+                step.close()
+
+
+def _drop_all(backends: list[Any]) -> None:
+    for backend in backends:
+        backend.drop_connections(now=False)
+
+
+async def _close_at_shutdown(pools: _LoopPools) -> AsyncIterator[None]:
+    """Waits at its ``yield`` until the loop shuts down (or :meth:`_LoopPools._finish`)."""
+    try:
+        yield
+    finally:
+        if not pools.closed:
+            pools._closer = None  # being finalised by the loop itself
+            await pools.aclose()
+
+
+def _drop_closed_loops(
+    loops: dict[asyncio.AbstractEventLoop, _LoopPools], lock: threading.Lock
+) -> None:
+    """The finaliser of a provider collected without close(): the pools of loops that are
+    closed release their sockets (an open loop finalises its generator, which closes them)."""
+    with lock:
+        stale = [p for loop, p in loops.items() if loop.is_closed()]
+    for pools in stale:
+        pools.drop()
 
 
 class OpenAICompatibleProvider:
@@ -183,59 +340,107 @@ class OpenAICompatibleProvider:
         self._verify = verify_tls
         self._max_connections = max_connections
         self._sync: Shards[httpx.HTTPTransport] | None = None
-        self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, Shards[httpx.AsyncHTTPTransport]
-        ] = weakref.WeakKeyDictionary()
+        # A plain dict, not weak: a loop's transports refer to it, so a weak key would never
+        # go while the pools are there. Entries leave when the loop shuts down, or when it
+        # is found closed (at the next new loop, and in close()).
+        self._async: dict[asyncio.AbstractEventLoop, _LoopPools] = {}
         self._lock = threading.Lock()
+        # A provider dropped without close(): the pools of loops that will never run again
+        # still release their sockets (the others close with their loop).
+        self._finalizer = weakref.finalize(self, _drop_closed_loops, self._async, self._lock)
+        self._finalizer.atexit = False
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleProvider({self.provider_id!r}, base_url={self._shown!r})"
 
     # --- connection pools ------------------------------------------------------------
-    def _transport_options(self, limit: int) -> dict[str, Any]:
-        # Keep-alive as large as the pool: httpcore then never evicts an idle connection
-        # that a queued request was just handed (encode/httpcore#1110).
-        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
-        return {"verify": self._verify, "limits": limits, "trust_env": False, "proxy": self._proxy}
+    def _transport_options(self) -> Callable[[int], dict[str, Any]]:
+        """The options of this provider's transports, by connection limit.
+
+        The TLS context is built here, once and outside any lock, when the URL or the
+        proxy is https; a plain-HTTP provider gets the inert :func:`_no_tls` context.
+        """
+        context = _tls_context(self._verify) if self._url.scheme == "https" else _no_tls()
+        proxy: Any = self._proxy
+        if proxy is not None and httpx.URL(proxy).scheme == "https":
+            # httpcore would otherwise load the CA bundle for every connection to the proxy.
+            proxy = httpx.Proxy(proxy, ssl_context=_tls_context(True))
+
+        def options(limit: int) -> dict[str, Any]:
+            # Keep-alive as large as the pool: httpcore then never evicts an idle connection
+            # that a queued request was just handed (encode/httpcore#1110).
+            limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+            return {"verify": context, "limits": limits, "trust_env": False, "proxy": proxy}
+
+        return options
 
     def _sync_shards(self) -> Shards[httpx.HTTPTransport]:
         shards = self._sync
         if shards is None:
+            options = self._transport_options()
+            fresh = Shards(
+                lambda n: install(httpx.HTTPTransport(**options(n))), self._max_connections
+            )
             with self._lock:
                 if self._sync is None:
-                    self._sync = Shards(
-                        lambda n: install(httpx.HTTPTransport(**self._transport_options(n))),
-                        self._max_connections,
-                    )
+                    self._sync = fresh
                 shards = self._sync
         return shards
 
     def _async_shards(self) -> Shards[httpx.AsyncHTTPTransport]:
         loop = asyncio.get_running_loop()
-        shards = self._async.get(loop)
-        if shards is None:
-            with self._lock:
-                shards = self._async.get(loop)
-                if shards is None:
-                    shards = Shards(
-                        lambda n: install(httpx.AsyncHTTPTransport(**self._transport_options(n))),
-                        self._max_connections,
-                    )
-                    self._async[loop] = shards
-        return shards
+        pools = self._async.get(loop)
+        if pools is None or pools.closed:
+            pools = self._new_loop_pools(loop)
+        return pools.shards
+
+    def _new_loop_pools(self, loop: asyncio.AbstractEventLoop) -> _LoopPools:
+        """This loop's pools, closed when the loop shuts down; the pools of loops found
+        closed meanwhile (closed without shutting down) are closed here."""
+        options = self._transport_options()
+        shards = Shards(
+            lambda n: install(httpx.AsyncHTTPTransport(**options(n))), self._max_connections
+        )
+        pools = _LoopPools(loop, shards, weakref.ref(self))
+        with self._lock:
+            stale = [p for other, p in self._async.items() if other.is_closed()]
+            for p in stale:
+                del self._async[p.loop]
+            self._async[loop] = pools
+        for p in stale:
+            p.drop()
+        pools.close_with_loop()
+        return pools
+
+    def _forget(self, pools: _LoopPools) -> None:
+        with self._lock:
+            if self._async.get(pools.loop) is pools:
+                del self._async[pools.loop]
 
     def close(self) -> None:
-        """Close the sync connection pools (async pools close with :meth:`aclose`)."""
+        """Close the connection pools: the sync ones, and every event loop's.
+
+        A loop's pools are closed without awaiting it (this method is sync): the sockets of
+        a closed or idle loop at once, those of a running loop on its next turn.
+        :meth:`aclose` closes the current loop's pools gracefully.
+        """
         with self._lock:
             shards, self._sync = self._sync, None
+            loops = list(self._async.values())
+            self._async.clear()
         for transport in shards.transports if shards is not None else ():
             transport.close()
+        for pools in loops:
+            pools.drop()
 
     async def aclose(self) -> None:
-        """Close this event loop's async pools and the sync pools."""
-        shards = self._async.pop(asyncio.get_running_loop(), None)
-        for transport in shards.transports if shards is not None else ():
-            await transport.aclose()
+        """Close this event loop's pools (awaiting their connections' close), then the sync
+        pools and every other loop's (as :meth:`close` does)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            pools = self._async.pop(loop, None)
+        if pools is not None:
+            await pools.aclose()
         self.close()
 
     # --- shared helpers ---------------------------------------------------------
@@ -332,7 +537,7 @@ class OpenAICompatibleProvider:
             finally:
                 resp.close()  # a body left unread (past a cap) closes its connection
         except httpx.HTTPError as exc:
-            raise self._redact(_deadline_error(exc, timeouts, deadline, None)) from None
+            raise self._redact(_deadline_error(exc, timeouts, deadline, False)) from None
         except ProviderError as err:
             raise self._redact(err) from None
         finally:
@@ -354,7 +559,7 @@ class OpenAICompatibleProvider:
             finally:
                 await resp.aclose()
         except httpx.HTTPError as exc:
-            raise self._redact(_deadline_error(exc, timeouts, deadline, None)) from None
+            raise self._redact(_deadline_error(exc, timeouts, deadline, False)) from None
         except ProviderError as err:
             raise self._redact(err) from None
         finally:
@@ -365,13 +570,15 @@ class OpenAICompatibleProvider:
     # --- streaming ------------------------------------------------------------------
     # Until the headers are in (and an error reply's body), the first-token deadline (capped
     # by ``total``) is the I/O deadline; then the stream's own deadlines take over.
+    # All of a stream's deadlines count from when its request has been sent: the opening's
+    # is a budget that starts at the first read (see Deadline), and the stream's timer starts
+    # when that one did. Building the pools or connecting is this process's time.
     def stream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderStream:
-        timer = StreamTimer(timeouts)
         httpx_request = self._request(model_name, request, timeouts, True)
-        deadline = Deadline(at=timer.deadline(time.monotonic()))
         lease = self._sync_shards().lease()
+        deadline = Deadline(budget=min(timeouts.first_token, timeouts.total))
         token = IO_DEADLINE.set(deadline)
         try:
             resp = lease.transport.handle_request(httpx_request)
@@ -383,23 +590,23 @@ class OpenAICompatibleProvider:
                 raise self._error(resp.status_code, resp.headers, body)
         except httpx.HTTPError as exc:
             lease.release()
-            raise self._redact(_deadline_error(exc, timeouts, deadline, timer)) from None
+            raise self._redact(_deadline_error(exc, timeouts, deadline, True)) from None
         except BaseException:
             lease.release()
             raise
         finally:
             IO_DEADLINE.reset(token)
-        # From here the watchdog enforces first-token/stall; httpx's read timeout is a backstop.
+        # From here the stream's own deadlines cap its reads; httpx's read timeout is a backstop.
         httpx_request.extensions["timeout"]["read"] = timeouts.total
+        timer = StreamTimer(timeouts, deadline.sent)
         return SyncStream(resp, timer, lease, self._limits, self._redact)
 
     async def astream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> AsyncProviderStream:
-        timer = StreamTimer(timeouts)
         httpx_request = self._request(model_name, request, timeouts, True)
-        deadline = Deadline(at=timer.deadline(time.monotonic()))
         lease = self._async_shards().lease()
+        deadline = Deadline(budget=min(timeouts.first_token, timeouts.total))
         token = IO_DEADLINE.set(deadline)
         try:
             resp = await lease.transport.handle_async_request(httpx_request)
@@ -411,11 +618,12 @@ class OpenAICompatibleProvider:
                 raise self._error(resp.status_code, resp.headers, body)
         except httpx.HTTPError as exc:
             lease.release()
-            raise self._redact(_deadline_error(exc, timeouts, deadline, timer)) from None
+            raise self._redact(_deadline_error(exc, timeouts, deadline, True)) from None
         except BaseException:
             lease.release()
             raise
         finally:
             IO_DEADLINE.reset(token)
         httpx_request.extensions["timeout"]["read"] = timeouts.total
+        timer = StreamTimer(timeouts, deadline.sent)
         return AsyncStream(resp, timer, lease, self._limits, self._redact)

@@ -2,8 +2,9 @@
 
 Shared by the providers that stream server-sent events. The body's content-encoding
 is decoded first (bounded by ``max_response_bytes``), then its events (lines bounded by
-``max_sse_line_bytes``); the first-token, stall and total deadlines hold each read
-(a watchdog for sync reads, ``asyncio.timeout_at`` for async ones).
+``max_sse_line_bytes``); the first-token, stall and total deadlines hold each read (the
+capped timeout of a blocking read for sync streams, a :class:`~.watchdog.ReadDeadline` for
+async ones: see :mod:`.watchdog`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from ..types import CompletionChunk
 from .base import AsyncProviderStream, Limits, ProviderStream, StreamTimer, Timeouts, sse_chunks
 from .decoding import BodyDecoder
 from .shards import Lease
-from .watchdog import WATCHDOG
+from .watchdog import IO_DEADLINE, Deadline, ReadDeadline
 from .wire import SSEDecoder, parse_rate_limits
 
 __all__ = ["AsyncStream", "SyncStream", "map_transport_error"]
 
 _DRAIN_GRACE = 0.1
 """Seconds a stream waits after ``[DONE]`` for the body's end (which keeps the connection)."""
+_NOT_DONE = float("inf")
 
 
 def map_transport_error(exc: httpx.HTTPError, timeouts: Timeouts) -> ProviderError:
@@ -50,6 +52,7 @@ class _Decoding:
 
     done: bool = False
     _timer: StreamTimer
+    _drain_until: float = _NOT_DONE
 
     def _decoders(self, limits: Limits, resp: httpx.Response) -> None:
         self._body = BodyDecoder(resp.headers.get("content-encoding"), limits.max_response_bytes)
@@ -57,10 +60,13 @@ class _Decoding:
 
     def _deadline(self, now: float) -> float:
         """Until when the next read may wait: the stream's timeouts, or after ``[DONE]`` a
-        short grace for the end of the body (a server that holds it open costs its
-        connection, not the caller's time)."""
+        short grace for the end of the body, counted from ``[DONE]`` (a server that holds
+        the body open, or trickles past its end, costs its connection, not the caller's
+        time)."""
         if self.done:
-            return now + _DRAIN_GRACE
+            if self._drain_until is _NOT_DONE:
+                self._drain_until = now + _DRAIN_GRACE
+            return self._drain_until
         return self._timer.deadline(now)
 
     def _decode(self, raw: bytes | None) -> Iterator[CompletionChunk]:
@@ -83,7 +89,9 @@ class _Decoding:
 
 
 class SyncStream(_Decoding, ProviderStream):
-    """A sync stream: each read waits under the watchdog, armed with the stream's deadline."""
+    """A sync stream: each read is a blocking read whose timeout is capped, through
+    :data:`~.watchdog.IO_DEADLINE`, by the stream's deadline (the kernel holds it: a read
+    returns what arrived in time, or times out having received nothing)."""
 
     def __init__(
         self,
@@ -106,29 +114,31 @@ class SyncStream(_Decoding, ProviderStream):
 
     def _run(self):
         timer, resp = self._timer, self._resp
-        stream = resp.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        guard = WATCHDOG.guard(sock)
         raw_iter = resp.iter_raw()
+        io = Deadline(at=0.0)
         try:
             while True:
-                guard.deadline = self._deadline(time.monotonic())
+                at = self._deadline(time.monotonic())
+                io.rearm(at)
+                # Set around the read only: the consumer's code between two chunks (and its
+                # context, which may differ from one next() to the other) keeps its own.
+                token = IO_DEADLINE.set(io)
                 try:
                     raw = next(raw_iter, None)
                 except httpx.HTTPError as exc:
                     if self.done:  # the answer was complete; only the connection is lost
                         return
-                    if guard.fired:
-                        raise timer.expired(time.monotonic()) from None
+                    if isinstance(exc, httpx.ReadTimeout) and io.passed():
+                        raise timer.expired(at) from None
                     raise map_transport_error(exc, timer.timeouts) from None
-                guard.deadline = None
+                finally:
+                    IO_DEADLINE.reset(token)
                 yield from self._decode(raw)
                 if raw is None:
                     return
         except ProviderError as err:
             raise self._redact(err) from None
         finally:
-            WATCHDOG.release(guard)
             raw_iter.close()
             resp.close()
             self._lease.release()
@@ -140,7 +150,8 @@ class SyncStream(_Decoding, ProviderStream):
 
 
 class AsyncStream(_Decoding, AsyncProviderStream):
-    """An async stream: each read waits under ``asyncio.timeout_at`` the stream's deadline."""
+    """An async stream: each read waits under a :class:`~.watchdog.ReadDeadline` (an
+    ``asyncio.timeout_at`` that lets bytes which arrived in time through)."""
 
     def __init__(
         self,
@@ -168,15 +179,15 @@ class AsyncStream(_Decoding, AsyncProviderStream):
         try:
             while True:
                 now = time.monotonic()
-                deadline = loop.time() + (self._deadline(now) - now)
+                at = self._deadline(now)
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    with ReadDeadline(loop, loop.time() + (at - now)):
                         raw = await anext(raw_iter, None)
                 except (TimeoutError, httpx.HTTPError) as exc:
                     if self.done:  # the answer was complete; only the connection is lost
                         return
                     if isinstance(exc, TimeoutError):
-                        raise timer.expired(time.monotonic()) from None
+                        raise timer.expired(at) from None
                     raise map_transport_error(exc, timer.timeouts) from None
                 for chunk in self._decode(raw):
                     yield chunk

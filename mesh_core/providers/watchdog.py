@@ -2,68 +2,89 @@
 
 httpx applies its timeouts to each socket operation: a server that trickles a byte a
 second, or sends ``HTTP/1.1 100 Continue`` forever, is never silent long enough for a
-read timeout and holds a call for as long as it likes. Two mechanisms make an attempt's
-deadlines absolute:
+read timeout and holds a call for as long as it likes. :data:`IO_DEADLINE` makes an
+attempt's deadlines absolute: it holds the :class:`Deadline` of the reads the current
+thread or task performs, and the network backend :func:`install` puts under every
+transport caps each read's timeout by the time left until it. The provider sets it around
+a whole non-streaming exchange, around a stream's opening (until its headers, and an error
+body), and around each read of a sync stream's body. That costs a context-variable lookup
+and a clock read per read, and no thread.
 
-* :data:`IO_DEADLINE` holds the :class:`Deadline` of the reads the current thread or task
-  performs, and the network backend :func:`install` puts under every transport caps each
-  read by the time left until it, failing at once with httpcore's ``ReadTimeout`` when
-  none is left. That costs a context-variable lookup and a clock read per read, and no
-  thread; the provider sets it around a whole non-streaming exchange (headers and body,
-  or an error body) and around a stream's opening (until its headers, and an error
-  body). Connecting and sending keep their own per-operation ``connect`` timeout: they
-  are not where a hostile server can stretch time (a loopback or kept-alive connect is
-  immediate, a request fits the socket buffer), while under a congested event loop a
-  capped connect or send would fail requests the provider never saw, and blame it.
-* :class:`Watchdog` (a sync stream's body): one daemon thread watches the armed
-  deadlines of every open stream and shuts the socket down when one passes, which wakes
-  the blocked read; the stream then reports a timeout instead of a reset. The thread
-  sleeps while nothing is armed. (An async stream's reads run under
-  ``asyncio.timeout_at``.)
+The kernel enforces the timeout of a blocking read (``poll`` with a timeout), so a read
+either returns what arrived in time or times out having received nothing: no check on
+another thread can race with a read that has just returned, and no socket is ever shut
+down under a connection the pool has since handed to another request (the watchdog
+thread this module once ran could do both). An async stream's reads run under
+:class:`ReadDeadline`, which gives the event loop one more turn before it cancels.
+
+Connecting and sending keep their own per-operation ``connect`` timeout: they are not where
+a hostile server can stretch time (a loopback or kept-alive connect is immediate, a request
+fits the socket buffer), while under a congested event loop a capped connect or send would
+fail requests the provider never saw, and blame it.
+
+The async backend also remembers the asyncio transports of the connections it opened
+(:meth:`_AsyncBackend.drop_connections`): the pools of an event loop that was closed
+without closing them can then still release their sockets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import socket
-import threading
 import time
+import weakref
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
 import httpcore
 
-__all__ = ["IO_DEADLINE", "Deadline", "SocketGuard", "Watchdog", "install"]
-
-_TICK = 0.02
+__all__ = ["IO_DEADLINE", "LAST_LOOK", "Deadline", "ReadDeadline", "install", "network_backend"]
 
 
 class Deadline:
     """When the reads of an attempt must be done (``time.monotonic()``).
 
     Either fixed (``at``), or ``budget`` seconds from the first read, that is from when the
-    request has been sent: a non-streaming answer's ``total`` measures the provider, not
-    the time this process took to get the request out (a congested event loop, a busy
+    request has been sent (``sent``): a deadline measures the provider, not the time this
+    process took to build its pools or get the request out (a congested event loop, a busy
     machine), which says nothing about the provider's health.
+
+    Once it has passed, one more read still takes what has already arrived (a
+    :data:`LAST_LOOK` wait): a process that was busy elsewhere when the deadline came does
+    not throw away an answer the provider sent in time. One per deadline: a server that
+    keeps sending cannot stretch it.
     """
 
-    __slots__ = ("at", "budget")
+    __slots__ = ("at", "budget", "looked", "sent")
 
     def __init__(self, *, at: float | None = None, budget: float = 0.0) -> None:
         self.at = at
         self.budget = budget
+        self.sent: float | None = None
+        self.looked = False
 
     def left(self) -> float:
         now = time.monotonic()
         at = self.at
         if at is None:
+            self.sent = now
             at = self.at = now + self.budget
         return at - now
+
+    def rearm(self, at: float) -> None:
+        """Move a stream's deadline for its next read (the last look is per deadline)."""
+        if at != self.at:
+            self.at = at
+            self.looked = False
 
     def passed(self) -> bool:
         """Whether it was armed and has passed (a timeout raised now is this deadline's)."""
         return self.at is not None and time.monotonic() >= self.at - 0.01
+
+
+LAST_LOOK = 0.001
+"""Seconds a read past its deadline may wait for bytes that are already on their way."""
 
 
 IO_DEADLINE: ContextVar[Deadline | None] = ContextVar("modelmesh_io_deadline", default=None)
@@ -78,7 +99,10 @@ def _read_timeout(timeout: float | None) -> float | None:
         return timeout
     left = deadline.left()
     if left <= 0:
-        raise httpcore.ReadTimeout("the attempt's deadline passed")
+        if deadline.looked:
+            raise httpcore.ReadTimeout("the attempt's deadline passed")
+        deadline.looked = True
+        return LAST_LOOK
     return left if timeout is None or timeout > left else timeout
 
 
@@ -149,9 +173,32 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def _asyncio_transport(stream: Any) -> asyncio.Transport | None:
+    """The asyncio transport under an httpcore AnyIO stream (None on another event loop
+    implementation, or another layout of httpcore's and anyio's objects)."""
+    transport = getattr(getattr(stream, "_stream", None), "_transport", None)
+    return transport if isinstance(transport, asyncio.Transport) else None
+
+
+def _close_now(transport: asyncio.Transport) -> None:
+    """Close the socket of a transport whose event loop will never run again.
+
+    ``abort()`` would only schedule that on the closed loop (and raise), leaving the socket
+    open until the garbage collector finds the transport and warns. asyncio's selector
+    transports close their socket in ``_call_connection_lost``, the step ``abort()``
+    schedules: it is called here directly. Other transports are left to the collector.
+    """
+    lost = getattr(transport, "_call_connection_lost", None)
+    if lost is None or getattr(transport, "_sock", None) is None:
+        return
+    with contextlib.suppress(Exception):  # a protocol that needs the loop: the socket closes anyway
+        lost(None)
+
+
 class _AsyncBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
         self._inner = inner
+        self._transports: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
 
     async def connect_tcp(
         self,
@@ -162,7 +209,26 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        transport = _asyncio_transport(stream)
+        if transport is not None:
+            self._transports.add(transport)
         return _AsyncStream(stream)
+
+    def drop_connections(self, now: bool) -> None:
+        """Close the connections this backend opened, without awaiting their event loop.
+
+        For a pool whose loop cannot run its ``aclose()`` for us. ``now``: the loop is
+        closed, or not running (and so not touching these transports): their sockets are
+        closed here. Otherwise (called on the loop's own thread while it runs) they are
+        aborted, and the loop closes the sockets on its next turn.
+        """
+        for transport in list(self._transports):
+            if now:
+                with contextlib.suppress(Exception):
+                    transport.pause_reading()  # out of the selector, if the loop is open
+                _close_now(transport)
+            elif not transport.is_closing():
+                transport.abort()
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -171,6 +237,11 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+def network_backend(transport: Any) -> _AsyncBackend | _Backend:
+    """The deadline-capping backend :func:`install` put under ``transport``."""
+    return transport._pool._network_backend  # type: ignore[no-any-return]
 
 
 def install(transport: Any) -> Any:
@@ -192,56 +263,49 @@ def install(transport: Any) -> Any:
     return transport
 
 
-class SocketGuard:
-    __slots__ = ("_sock", "deadline", "fired")
+class ReadDeadline:
+    """``asyncio.timeout_at(when)`` for one read of an async stream, which looks once more.
 
-    def __init__(self, sock: socket.socket | None) -> None:
-        self._sock = sock
-        self.deadline: float | None = None
-        self.fired = False
+    When ``when`` comes, the cancellation is put off by one turn of the event loop: the
+    callbacks already queued in the turn the deadline fell in run first. A read whose bytes
+    arrived in time, but whose task had not run yet because the loop was busy (a congested
+    loop processes the socket's readiness and the timer in the same turn), completes; a
+    read still waiting is cancelled and raises TimeoutError, as with ``asyncio.timeout_at``.
+    Costs one timer handle per read, like ``asyncio.timeout_at``, and no coroutine frames.
+    """
 
-    def _fire(self) -> None:
-        self.fired = True
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    __slots__ = ("_cancelling", "_expired", "_handle", "_loop", "_task", "_when")
 
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._loop = loop
+        self._when = when
+        self._expired = False
+        self._handle: asyncio.Handle | None = None
 
-class Watchdog:
-    def __init__(self) -> None:
-        self._guards: set[SocketGuard] = set()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+    def __enter__(self) -> ReadDeadline:
+        task = asyncio.current_task(self._loop)
+        if task is None:
+            raise RuntimeError("ReadDeadline must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._handle = self._loop.call_at(self._when, self._due)
+        return self
 
-    def guard(self, sock: socket.socket | None) -> SocketGuard:
-        g = SocketGuard(sock)
-        with self._cond:
-            self._guards.add(g)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="modelmesh-watchdog", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
-        return g
+    def _due(self) -> None:
+        self._handle = self._loop.call_soon(self._expire)
 
-    def release(self, g: SocketGuard) -> None:
-        with self._cond:
-            self._guards.discard(g)
+    def _expire(self) -> None:
+        self._handle = None
+        self._expired = True
+        self._task.cancel()
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._guards:
-                    self._cond.wait()
-                now = time.monotonic()
-                expired = [g for g in self._guards if g.deadline is not None and now >= g.deadline]
-                for g in expired:
-                    self._guards.discard(g)
-            for g in expired:
-                g._fire()
-            time.sleep(_TICK)
-
-
-WATCHDOG = Watchdog()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if (
+            self._expired
+            and self._task.uncancel() <= self._cancelling
+            and exc_type is asyncio.CancelledError
+        ):
+            raise TimeoutError from exc

@@ -17,15 +17,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import ModelMeshError
+from ..errors import StateStoreError
 
 __all__ = ["FORMAT", "PersistedState", "StateStore", "StateStoreError", "Usage"]
 
 FORMAT = 1
-
-
-class StateStoreError(ModelMeshError):
-    """The persisted state cannot be read or written (``details['where']`` names it)."""
 
 
 @dataclass

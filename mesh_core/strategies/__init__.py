@@ -1,4 +1,4 @@
-"""Selection strategies (seed: SelectionStrategy): the eight shipped ones and a registry."""
+"""Selection strategies: the eight shipped ones and a registry for your own."""
 
 from __future__ import annotations
 

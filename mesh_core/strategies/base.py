@@ -1,4 +1,4 @@
-"""The selection-strategy interface (seed: SelectionStrategy) and what strategies share."""
+"""The selection-strategy interface and what strategies share."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class SelectionResult:
 
 @dataclass(frozen=True)
 class StrategyOptions:
-    """Every parameter a pool can give its strategy (seed: SelectionStrategy configuration)."""
+    """Every parameter a pool can give its strategy (the pool's strategy options)."""
 
     model_priority: tuple[str, ...] = ()
     provider_priority: tuple[str, ...] = ()
@@ -91,7 +91,6 @@ class SelectionStrategy:
     """
 
     strategy_id: ClassVar[str] = ""
-    deterministic: ClassVar[bool] = True
 
     def __init__(self, options: StrategyOptions | None = None) -> None:
         self.options = options or StrategyOptions()
@@ -100,7 +99,7 @@ class SelectionStrategy:
         self._model_rank = _ranks(self.options.model_priority)
         self._provider_rank = _ranks(self.options.provider_priority)
 
-    # --- the seed's interface ----------------------------------------------
+    # --- the interface every strategy implements --------------------------
     def select(
         self, candidates: Sequence[ModelSnapshot], request: CompletionRequest
     ) -> SelectionResult:
