@@ -39,7 +39,7 @@ from .router import PoolSettings, Router
 from .routing import Blocking, Call, Flight, Outcome, Sleep, stream_ended_early
 from .state import ModelSnapshot
 from .stores import StateStore, open_store
-from .streaming import StreamRecovery, StreamRelay
+from .streaming import AsyncChunkStream, ChunkStream, StreamRecovery, StreamRelay
 from .tracing import Tracing, current
 from .types import CompletionChunk, CompletionRequest, CompletionResponse
 
@@ -295,18 +295,24 @@ class Mesh:
         request: CompletionRequest | None = None,
         restart: bool = True,
         **params: Any,
-    ) -> Iterator[CompletionChunk]:
+    ) -> ChunkStream:
         """Stream an answer. Failover is transparent until the first token; the last
         chunk carries ``finish_reason``, ``usage`` and ``attempts``. A break after the
         first token raises StreamInterruptedError, or with ``stream_recovery: continue``
         goes on elsewhere (see :class:`~mesh_core.streaming.StreamRecovery`).
         ``restart=False``: never start the answer over once a chunk was yielded (raise
-        instead), for consumers that cannot discard what they received."""
-        flight = self._flight(pool, messages, request, params, stream=True)
-        opened = _drive(flight.plan())
-        return self._relay(flight, opened, restart)
+        instead), for consumers that cannot discard what they received.
 
-    def _relay(self, flight: Flight, opened: Any, restart: bool) -> Iterator[CompletionChunk]:
+        The request is checked at once (a bad pool or parameter raises here); the model is
+        chosen and called on the first ``next()``. ``close()``, or ``with mesh.stream(...)
+        as chunks:``, releases the model of a stream abandoned half-way."""
+        flight = self._flight(pool, messages, request, params, stream=True)
+        return ChunkStream(self._relay(flight, restart))
+
+    def _relay(self, flight: Flight, restart: bool) -> Iterator[CompletionChunk]:
+        # Opened on the first next(), not at call time: a stream that is never iterated
+        # holds no model and no connection, whatever happens to it.
+        opened = _drive(flight.plan())
         recovery, flags = StreamRecovery(flight, restart=restart), {}
         while True:
             model, (pstream, head), _ = opened
@@ -318,6 +324,9 @@ class Mesh:
                 return
             except StreamInterruptedError as err:
                 nxt, flags = recovery.after_break(err)
+                if nxt is None:
+                    yield recovery.ended(flags)
+                    return
                 try:
                     opened = _drive(nxt.plan())
                 except BadRequestError:  # this model takes no prefill: start over
@@ -329,7 +338,7 @@ class Mesh:
                 except RoutingError:
                     raise recovery.give_up(err) from None
 
-    async def astream(
+    def astream(
         self,
         pool: str,
         messages: Any = None,
@@ -337,21 +346,31 @@ class Mesh:
         request: CompletionRequest | None = None,
         restart: bool = True,
         **params: Any,
-    ) -> AsyncIterator[CompletionChunk]:
-        """Async :meth:`stream`."""
+    ) -> AsyncChunkStream:
+        """Async :meth:`stream`: ``async for chunk in mesh.astream(...)``, or
+        ``async with mesh.astream(...) as chunks:`` to release the model on exit."""
         flight = self._flight(pool, messages, request, params, stream=True)
+        return AsyncChunkStream(self._arelay(flight, restart))
+
+    async def _arelay(self, flight: Flight, restart: bool) -> AsyncIterator[CompletionChunk]:
         opened = await _adrive(flight.plan())
         recovery, flags = StreamRecovery(flight, restart=restart), {}
         while True:
             model, (pstream, head), _ = opened
+            # Closed here, not left to the event loop's finalizer: a consumer that leaves
+            # early must find the model released when its ``async with`` block ends.
+            relay = StreamRelay(recovery.flight, model, pstream, head).__aiter__()
             try:
-                async for chunk in StreamRelay(recovery.flight, model, pstream, head):
+                async for chunk in relay:
                     flags = _flag(chunk, flags)
                     recovery.delivered(chunk)
                     yield chunk
                 return
             except StreamInterruptedError as err:
                 nxt, flags = recovery.after_break(err)
+                if nxt is None:
+                    yield recovery.ended(flags)
+                    return
                 try:
                     opened = await _adrive(nxt.plan())
                 except BadRequestError:
@@ -362,6 +381,8 @@ class Mesh:
                         raise recovery.give_up(err) from None
                 except RoutingError:
                     raise recovery.give_up(err) from None
+            finally:
+                await relay.aclose()
 
     # --- state and shutdown -------------------------------------------------------
     def save_state(self) -> None:

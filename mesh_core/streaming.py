@@ -11,7 +11,7 @@ without a finish reason is never passed off as complete.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from dataclasses import replace
 
 from .errors import ErrorKind, ProviderError, StreamInterruptedError, provider_error
@@ -22,7 +22,51 @@ from .providers.base import AsyncProviderStream, ProviderStream
 from .routing import Flight
 from .types import Attempt, CompletionChunk, Usage
 
-__all__ = ["StreamRecovery", "StreamRelay"]
+__all__ = ["AsyncChunkStream", "ChunkStream", "StreamRecovery", "StreamRelay"]
+
+
+class ChunkStream(Iterator[CompletionChunk]):
+    """What :meth:`Mesh.stream` returns: an iterator of chunks that is also a context
+    manager. Nothing is opened before the first ``next()``; ``close()`` (or leaving the
+    ``with`` block) ends a stream early and releases its model and connection."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: Generator[CompletionChunk, None, None]) -> None:
+        self._chunks = chunks
+
+    def __next__(self) -> CompletionChunk:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+
+    def __enter__(self) -> ChunkStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncChunkStream(AsyncIterator[CompletionChunk]):
+    """What :meth:`Mesh.astream` returns: the async twin of :class:`ChunkStream`."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: AsyncGenerator[CompletionChunk, None]) -> None:
+        self._chunks = chunks
+
+    async def __anext__(self) -> CompletionChunk:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+    async def __aenter__(self) -> AsyncChunkStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class StreamRelay:
@@ -175,16 +219,23 @@ class StreamRecovery:
 
     def __init__(self, flight: Flight, *, restart: bool = True) -> None:
         self.flight = flight
+        self.original = flight.request
+        """The caller's request, never edited: continuations and restarts start from it."""
         self.mode = flight.router.settings[flight.pool.name].stream_recovery
         self.may_restart = restart
         self.text: list[str] = []
         self.tool_calls = False
         self.exclude: set[str] = set()
+        self.pieces = 0
+        """Content chunks delivered since the answer (re)started: a stream sends about one
+        token per chunk, so this is what a continuation takes off ``max_tokens``."""
         self.received: list[str] = []
         """Every chunk's text the consumer got, across restarts (``partial_text``)."""
         self.broken: StreamInterruptedError | None = None
 
     def delivered(self, chunk: CompletionChunk) -> None:
+        if chunk.content:
+            self.pieces += 1
         self.text.append(chunk.content)
         self.received.append(chunk.content)
         self.tool_calls = self.tool_calls or bool(chunk.tool_call_deltas)
@@ -194,9 +245,10 @@ class StreamRecovery:
         err.partial_text = "".join(self.received)
         return err
 
-    def after_break(self, err: StreamInterruptedError) -> tuple[Flight, dict[str, object]]:
+    def after_break(self, err: StreamInterruptedError) -> tuple[Flight | None, dict[str, object]]:
         """The flight to run next and the flags for its first chunk (raises ``err`` in
-        ``raise`` mode)."""
+        ``raise`` mode). No flight: the answer already used the caller's ``max_tokens``,
+        so it ends here (``finish_reason: length``) rather than growing past it."""
         if self.mode != "continue":
             raise self.give_up(err)
         self.broken = err
@@ -213,17 +265,32 @@ class StreamRecovery:
         )
         if self.tool_calls or not "".join(self.text):
             return self.restart()
-        request = old.request
+        request = self.original
+        limit = request.max_tokens
+        if limit is not None and self.pieces >= limit:
+            return None, {"finish_reason": "length"}
         prefill = [*request.messages, {"role": "assistant", "content": "".join(self.text)}]
+        left = None if limit is None else limit - self.pieces
         self.flight = Flight(
             old.router,
             old.pool,
-            replace(request, messages=prefill),
+            replace(request, messages=prefill, max_tokens=left),
             stream=True,
             exclude=self.exclude,
             attempts=old.attempts,
         )
         return self.flight, {"continued_from": err.model_id}
+
+    def ended(self, flags: dict[str, object]) -> CompletionChunk:
+        """The last chunk of an answer that stopped at ``max_tokens`` as its stream broke."""
+        flight, broken = self.flight, self.broken
+        return CompletionChunk(
+            finish_reason=str(flags.get("finish_reason") or "length"),
+            model=broken.model_id if broken else None,
+            provider=broken.provider_id if broken else None,
+            pool=flight.pool.name,
+            attempts=list(flight.attempts),
+        )
 
     def restart(self) -> tuple[Flight, dict[str, object]]:
         """Start the answer over on another model (without a prefill); with ``restart=False``
@@ -231,11 +298,13 @@ class StreamRecovery:
         if not self.may_restart and self.received and self.broken is not None:
             raise self.give_up(self.broken)
         old = self.flight
-        original = old.request
-        if original.messages and original.messages[-1].get("role") == "assistant" and self.text:
-            original = replace(original, messages=original.messages[:-1])
-        self.text, self.tool_calls = [], False
+        self.text, self.tool_calls, self.pieces = [], False, 0
         self.flight = Flight(
-            old.router, old.pool, original, stream=True, exclude=self.exclude, attempts=old.attempts
+            old.router,
+            old.pool,
+            self.original,
+            stream=True,
+            exclude=self.exclude,
+            attempts=old.attempts,
         )
         return self.flight, {"restarted": True}

@@ -325,6 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 60
     _behaviour: Behaviour | None = None
+    _finish: str | None = None
+    """A finish reason that overrides the usual one (``length`` past ``max_tokens``)."""
     _gz: Any = None
 
     def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
@@ -548,6 +550,12 @@ class _Handler(BaseHTTPRequestHandler):
             text, calls = scripted_answer(model, body)
             behaviour = replace(behaviour, text=text, tool_calls=tuple(calls))
         text = behaviour.text or ""
+        self._finish = None  # as a model does: the answer stops at max_tokens pieces
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and limit > 0 and not behaviour.tool_calls:
+            words = _words(text)
+            if len(words) > limit:
+                text, self._finish = "".join(words[:limit]), "length"
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 1
         owner._record(rec)  # before replying: a fast client must find it counted
         if stream:
@@ -598,7 +606,7 @@ class _Handler(BaseHTTPRequestHandler):
                     {
                         "index": 0,
                         "message": message,
-                        "finish_reason": "tool_calls" if calls else "stop",
+                        "finish_reason": "tool_calls" if calls else self._finish or "stop",
                     }
                 ],
                 "usage": {
@@ -713,7 +721,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if b.chunk_delay:
                     owner._wait(b.chunk_delay)
                 self._event(delta(piece))
-            finish = "tool_calls" if b.tool_calls else "stop"
+            finish = "tool_calls" if b.tool_calls else self._finish or "stop"
             self._event(delta({}, finish))
             opts = body.get("stream_options") or {}
             if opts.get("include_usage"):
