@@ -27,11 +27,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import lifecycle
 from .clock import Clock
 from .events import Event, EventEmitter, EventType
+from .lifecycle import Phase
 from .pending import Delta, PendingChanges, UsageKey
 from .pool import CapabilityPool, Model
-from .state import ACTIVE, STANDBY, ModelState
+from .state import ModelState
 from .store_health import StoreHealth, StoreTransition
 from .store_worker import StoreWorker
 from .stores import quarantine
@@ -368,20 +370,14 @@ class StateKeeper:
                 if model is None:
                     continue
                 st = model.state
-                before = st.status
-                for key in _STATUS_FIELDS:
-                    if key in status:
-                        setattr(st, key, status[key])
-                if st.status == ACTIVE and before == STANDBY:
-                    st.failure_count = 0
-                    st.outcomes.clear()
-                    st.error_rate = 0.0
-                st.touch()
+                moved = lifecycle.adopt(st, status)
                 model.changed()
-                if before != st.status:
+                if moved is not None and (moved.before is Phase.STANDBY) != (
+                    moved.after is Phase.STANDBY
+                ):
                     kind = (
                         EventType.MODEL_DEACTIVATED
-                        if st.status == STANDBY
+                        if moved.after is Phase.STANDBY
                         else EventType.MODEL_REACTIVATED
                     )
                     self.emitter.emit(

@@ -21,10 +21,12 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from . import lifecycle
 from .clock import Clock, SystemClock
 from .errors import NoAvailableModelError
 from .evaluators import DeactivationEvaluator, DeactivationReason, RecoveryEvaluator
 from .events import EventEmitter, EventType
+from .lifecycle import Move
 from .state import ACTIVE, COOLDOWN_REASONS, STANDBY, ModelSnapshot, ModelState
 from .strategies import SelectionResult, SelectionStrategy, StickUntilFailureStrategy
 from .types import CompletionRequest, Usage
@@ -260,21 +262,23 @@ class CapabilityPool:
         with self._lock:
             now = self._clock.time() if now is None else now
             st = model.state
-            was_trial = st.probation
-            if was_trial:
-                st.strikes += 1
             recover_at = self._rotation_policy.recovery.recovery_time(
-                reason, now, strikes=st.strikes, retry_after=st.retry_after
+                reason,
+                now,
+                strikes=lifecycle.strikes_after(st, Move.DEACTIVATE),
+                retry_after=st.retry_after,
             )
-            st.status = STANDBY
-            st.deactivation_reason = reason.value
-            st.set_recover_at(recover_at, now, self._clock.monotonic())
-            st.standby_since = now
-            st.probation = False
-            st.retry_after = None
-            st.touch()
+            moved = lifecycle.apply(
+                st,
+                Move.DEACTIVATE,
+                now=now,
+                mono=self._clock.monotonic(),
+                reason=reason.value,
+                recover_at=recover_at,
+            )
             self.rotation_events += 1
             model.changed()
+        assert moved is not None  # every phase may be deactivated
         self._event_emitter.emit(
             EventType.MODEL_DEACTIVATED,
             model_id=model.id,
@@ -282,7 +286,7 @@ class CapabilityPool:
             pool_id=self._name,
             reason=reason.value,
             recover_at=recover_at,
-            failed_trial=was_trial,
+            failed_trial=moved.failed_trial,
         )
 
     def recover(self, model: Model, *, trial: bool = False) -> None:
@@ -292,22 +296,14 @@ class CapabilityPool:
         a failure sends it straight back with a longer cooldown.
         """
         with self._lock:
-            st = model.state
-            if st.status != STANDBY:
-                return
-            previous = st.deactivation_reason
-            st.status = ACTIVE
-            st.deactivation_reason = None
-            st.set_recover_at(None, self._clock.time(), self._clock.monotonic())
-            st.standby_since = None
-            st.cooldown_remaining = 0.0
-            st.failure_count = 0
-            st.outcomes.clear()
-            st.error_rate = 0.0
-            st.probation = trial
-            if not trial:
-                st.strikes = 0
-            st.touch()
+            moved = lifecycle.apply(
+                model.state,
+                Move.RECOVER_ON_TRIAL if trial else Move.RECOVER,
+                now=self._clock.time(),
+                mono=self._clock.monotonic(),
+            )
+            if moved is None:
+                return  # not in standby
             self.rotation_events += 1
             model.changed()
         self._event_emitter.emit(
@@ -315,7 +311,7 @@ class CapabilityPool:
             model_id=model.id,
             provider_id=model.provider_id,
             pool_id=self._name,
-            previous_reason=previous,
+            previous_reason=moved.reason,
             trial=trial,
         )
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
+from . import lifecycle
 from .clock import Clock
 from .config import RetryConfig
 from .effects import Blocking, Effect, Outcome
@@ -30,6 +31,7 @@ from .errors import (
 )
 from .evaluators import DeactivationReason, counts_against_model
 from .events import EventEmitter, EventType
+from .lifecycle import Move
 from .needs import RequestNeeds, is_plain_text, needs_of
 from .policy import Decision, Failure, Raise, RetryPolicy, decide
 from .pool import CapabilityPool, Model
@@ -201,8 +203,7 @@ class Router:
                 deact.policy.roll_periods(st, now)
                 st.record_success(latency, usage.total_tokens, cost, now=now)
                 if st.probation:
-                    st.probation = False
-                    st.strikes = 0
+                    lifecycle.apply(st, Move.PASS_TRIAL, now=now, mono=self.clock.monotonic())
                 periods = (st.quota_period_start or 0.0, st.budget_period_start or 0.0)
                 _apply_rate_limits(model, rate_limits)
                 model.changed()
