@@ -33,7 +33,7 @@ from .evaluators import DeactivationReason, counts_against_model
 from .events import EventEmitter, EventType
 from .lifecycle import Move
 from .needs import RequestNeeds, is_plain_text, needs_of
-from .policy import Decision, Failure, Raise, RetryPolicy, decide
+from .policy import Decision, Failure, RetryPolicy, decide
 from .pool import CapabilityPool, Model
 from .providers.base import Provider, Timeouts
 from .providers.wire import RateLimitInfo
@@ -246,10 +246,7 @@ class Router:
         if policy is None:
             policy = self._policies[pool.name, max_attempts] = RetryPolicy.of(retry, max_attempts)
         failure = Failure(_kind(err), tries, getattr(err, "retry_after", None), still_active)
-        decision = decide(failure, policy, self._rng)
-        if self.keeper is not None and not isinstance(decision, Raise):
-            self.keeper.after_request(model, pool)
-        return decision
+        return decide(failure, policy, self._rng)
 
     def broke(
         self,
@@ -279,10 +276,23 @@ class Router:
             latency=latency,
             attempt=attempt,
         )
+        if kind in CALLER_KINDS:  # the request's fault: the model's state does not move
+            if release:
+                self.release(model)
+            return True
+        try:
+            return self._apply_failure(pool, model, err, kind, release)
+        finally:
+            if self.keeper is not None:  # outside the lock; never raises
+                self.keeper.after_request(model, pool)
+
+    def _apply_failure(
+        self, pool: CapabilityPool, model: Model, err: BaseException, kind: ErrorKind, release: bool
+    ) -> bool:
         with self.lock:
             if release:  # first, so that no later failure can leave the model in flight
                 model.in_flight -= 1
-            if kind in CALLER_KINDS or kind is ErrorKind.CONTEXT_WINDOW:
+            if kind is ErrorKind.CONTEXT_WINDOW:
                 return True  # the request's fault, not the model's
             if kind is ErrorKind.AUTHENTICATION:
                 self._deactivate_provider(model.provider_id, pool)

@@ -174,7 +174,8 @@ class StreamRelay:
         if not self._settled:
             self._settled = True
             latency = time.perf_counter() - self._start
-            flight.router.failed(flight.pool, model, err, latency, tries=10**6)
+            # Past the first token there is nothing to decide: record the break, no retry.
+            flight.router.broke(flight.pool, model, err, latency, len(flight.attempts))
         flight.end_span(error=err)
         flight.router.emitter.emit(
             EventType.STREAM_INTERRUPTED,
