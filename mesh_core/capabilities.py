@@ -74,6 +74,15 @@ DEFAULT_TREE: dict[str, dict[str, list[str]]] = {
 }
 
 
+def _unknown(name: str, message: str, suggestion: str | None) -> UnknownCapabilityError:
+    """An UnknownCapabilityError worded like every other "unknown ..." message of the mesh
+    (``unknown provider 'x'; did you mean 'y'?``), so ``modelmesh validate`` reads as one voice."""
+    exc = UnknownCapabilityError(name, suggestion)
+    exc.message = message
+    exc.args = (message,)
+    return exc
+
+
 class CapabilityTree:
     """The set of known capability paths, with short aliases."""
 
@@ -130,9 +139,15 @@ class CapabilityTree:
             return full
         if name in self.aliases:
             options = sorted(n for n in self._nodes if n.rsplit(".", 1)[-1] == name)
-            raise UnknownCapabilityError(name, f"one of {options}")
+            raise _unknown(
+                name,
+                f"ambiguous capability {name!r}: write one of "
+                + ", ".join(repr(o) for o in options),
+                f"one of {options}",
+            )
         close = difflib.get_close_matches(name, [*self._nodes, *self.aliases], n=1)
-        raise UnknownCapabilityError(name, close[0] if close else None)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _unknown(name, f"unknown capability {name!r}{hint}", close[0] if close else None)
 
     def __contains__(self, name: object) -> bool:
         try:

@@ -159,13 +159,20 @@ def _serve(port: int, context: int, threads: int) -> None:
 
 
 def run_real_demo(requests: int = 12, out: TextIO = sys.stdout) -> None:
-    """Two real local models as two providers; the first is killed mid-run."""
-    from .errors import ModelMeshError
+    """Two real local models as two providers; the first is killed mid-run.
+
+    Told like the fake demo (:mod:`mesh_core.demo`): one line per request with the
+    answer, the standby the kill causes under the request that caused it, and the same
+    table of each model's state at the end. Raises LocalModelUnavailable, saying what to
+    install, before starting anything when the model wheel or xllamacpp is missing.
+    """
+    from .demo import Story, state_table, warm_up
     from .mesh import Mesh
 
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
+    model_path()  # what is missing is said before anything starts
     say("starting two llama.cpp servers (SmolLM2-135M-Instruct) ...")
     t0 = time.perf_counter()
     servers = {"alpha": LocalModelServer(), "beta": LocalModelServer()}
@@ -184,6 +191,8 @@ def run_real_demo(requests: int = 12, out: TextIO = sys.stdout) -> None:
                     "capability": "chat-completion",
                     "strategy": "priority-selection",
                     "retry": {"max_attempts": 1},
+                    "deactivation": {"retry_limit": 2},
+                    "recovery": {"cooldown": "60s"},
                 }
             },
         }
@@ -194,24 +203,28 @@ def run_real_demo(requests: int = 12, out: TextIO = sys.stdout) -> None:
             "What animal says moo?",
         ]
         with Mesh.from_config(config) as mesh:
+            warm_up(mesh)
+            say("pool 'chat' = alpha.smollm2 > beta.smollm2 (priority-selection)")
+            say(
+                "(one warm-up call per server first, outside the mesh: model load and "
+                "connection set-up are not shown as failover cost)"
+            )
+            say("")
+            story = Story(mesh, say)
             for i in range(1, requests + 1):
-                if i == requests // 2:
+                if i == max(1, requests // 2):
                     servers["alpha"].kill()
                     say("  ⚡ alpha's server process is killed (SIGKILL)")
-                q = questions[i % len(questions)]
-                t = time.perf_counter()
-                try:
-                    r = mesh.complete("chat", q, temperature=0, max_tokens=24)
-                except ModelMeshError as exc:
-                    say(f"#{i:02d} ✗ {exc}")
-                    continue
-                failed = [a.model_id for a in r.attempts if a.outcome != "success"]
-                note = f" (failed over from {', '.join(failed)})" if failed else ""
-                answer = (r.content or "").strip().replace("\n", " ")[:60]
-                say(
-                    f"#{i:02d} {r.model:15} {(time.perf_counter() - t) * 1000:6.0f} ms  "
-                    f"{q} → {answer}{note}"
+                story.request(
+                    i,
+                    questions[i % len(questions)],
+                    pool="chat",
+                    show_answer=True,
+                    temperature=0,
+                    max_tokens=24,
                 )
+            say("")
+            say(state_table(mesh))
     finally:
         for server in servers.values():
             server.stop()

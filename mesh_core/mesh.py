@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .assembly import build_model, build_pools, capability_tree
 from .clock import Clock, SystemClock, as_clock
@@ -42,6 +42,9 @@ from .stores import StateStore, open_store
 from .streaming import AsyncChunkStream, ChunkStream, StreamRecovery, StreamRelay
 from .tracing import Tracing, current
 from .types import CompletionChunk, CompletionRequest, CompletionResponse
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 __all__ = ["InvalidRequestError", "Mesh"]
 
@@ -231,6 +234,27 @@ class Mesh:
             "pools": pools,
             "store": self._keeper.report(),
         }
+
+    def explain(
+        self,
+        pool: str,
+        messages: Any = None,
+        *,
+        request: CompletionRequest | None = None,
+        **params: Any,
+    ) -> Explanation:
+        """Which model would serve this request right now, and why: a dry run.
+
+        Each member's status, standby reason and time to recovery, what rules it out for
+        this request (features, context window, a pinned model, standby), the strategy's
+        ranking with its inputs, and the model chosen; ``print()`` it for a report. Takes
+        what :meth:`complete` takes (without messages: a short text request). No provider
+        is called and no state changes, so it is safe on a live mesh (see
+        :mod:`mesh_core.explain`).
+        """
+        from .explain import explain
+
+        return explain(self, pool, messages, request=request, **params)
 
     # --- manual rotation ------------------------------------------------------------
     def deactivate(self, model_id: str, reason: str | DeactivationReason = "manual") -> None:

@@ -188,10 +188,14 @@ print(llm.metadata)''',
     (
         "code",
         """\
+from mesh_core.events import EventType
+
+answered = []  # the model that served each call, as the mesh reports it
+llm.mesh.on(EventType.REQUEST_SUCCESS, lambda e: answered.append(e.model_id))
 engine = index.as_query_engine(llm=llm, similarity_top_k=1)
 response = engine.query("When was the Eiffel Tower finished?")
 print(str(response)[:160])
-print("answered by:", llm.mesh.snapshot("alpha.fast").model_id)""",
+print("answered by:", answered[-1])""",
     ),
     ("md", "## Failover during queries"),
     (
@@ -201,6 +205,7 @@ alpha.set("fast", faults.silent())    # alpha accepts requests and never answers
 streaming = index.as_query_engine(llm=llm, streaming=True, similarity_top_k=1)
 resp = streaming.query("What do owls hunt?")
 print("".join(resp.response_gen)[:80])
+print("answered by:", answered[-1])
 for mid in llm.mesh.models:
     s = llm.mesh.snapshot(mid)
     print(f"{mid:11} {s.status:8} last error: {s.last_error_kind}")""",
@@ -248,7 +253,8 @@ MODELS = ["alpha.a", "beta.b", "gamma.c"]
 def run(strategy):
     for s in (alpha, beta, gamma):
         s.reset()
-    beta.set("b", faults.ok(delay=0.02))          # beta is slower: latency-first notices
+    beta.set("b", faults.ok(delay=0.02))          # beta is the slowest: latency-first notices
+    gamma.set("c", faults.ok(delay=0.005))        # gamma is in between
     gamma.rate_limit("c", limit=1000)             # gamma reports plenty of headroom
     alpha.rate_limit("a", limit=22)               # alpha's headroom shrinks as it is used
     clock = ManualClock()
@@ -263,11 +269,15 @@ def run(strategy):
                         "deactivation": {"retry_limit": 2}, "recovery": {"cooldown": "5s"},
                         "retry": {"max_attempts": 1}}},
     }
-    served, events = [], []
+    served, events, last_status = [], [], {}
     with Mesh.from_config(config, clock=clock) as mesh:
-        def note(kind):
-            return lambda e: events.append((len(served) + 1, kind, e.model_id))
+        def note(kind):  # (request, what, model): what happened before which request
+            return lambda e: events.append(
+                (len(served) + 1, kind if kind == "back" else f"out {last_status[e.model_id]}",
+                 e.model_id))
 
+        mesh.on(EventType.REQUEST_FAILURE,
+                lambda e: last_status.__setitem__(e.model_id, e.metadata["status_code"]))
         mesh.on(EventType.MODEL_DEACTIVATED, note("out"))
         mesh.on(EventType.MODEL_REACTIVATED, note("back"))
         for i in range(1, 41):
@@ -288,24 +298,55 @@ for s, (served, _) in results.items():
         "code",
         """\
 import matplotlib.pyplot as plt
+from itertools import groupby
 
 fig, axes = plt.subplots(4, 2, figsize=(12, 11), sharex=True)
 for ax, (strategy, (served, events)) in zip(axes.flat, results.items()):
     rows = [MODELS.index(m) for m in served]
     ax.scatter(range(1, 41), rows, s=18, c=rows, cmap="viridis", vmin=0, vmax=2)
-    for at, kind, model in events:
-        ax.axvline(at, color="red" if kind == "out" else "green", alpha=0.5, lw=1)
-        label = f"{model.split('.')[0]} {kind}"
-        ax.annotate(label, (at, 2.25), fontsize=7, rotation=90, va="bottom")
     ax.axvspan(10, 20, color="red", alpha=0.06)
+    # One label per request: a model back on trial that fails at once is one event. A label
+    # close to the previous one goes on the other side of its line.
+    last_at, side = -10, "left"
+    for at, same in groupby(events, key=lambda e: e[0]):
+        kinds = [kind for _, kind, _ in same]
+        if kinds[0] == "back" and len(kinds) > 1:
+            label, color = "trial failed", "darkorange"  # back on trial, out again at once
+        elif kinds[-1] == "back":
+            label, color = "alpha back", "green"
+        else:
+            label, color = "alpha out", "red"
+        side = "left" if at - last_at <= 2 and side == "right" else "right"
+        last_at = at
+        ax.axvline(at, color=color, alpha=0.5, lw=1)
+        ax.annotate(label, (at, 2.2), fontsize=7, rotation=90, va="bottom", ha=side)
+        if "out 429" in kinds:  # not the shaded failure: alpha's own rate limit ran out
+            ax.annotate("429: alpha's rate limit\\n(22 requests) ran out", xy=(at, 0),
+                        xytext=(at - 1.5, 0.3), fontsize=7, ha="right",
+                        arrowprops={"arrowstyle": "->", "lw": 0.7})
     ax.set_title(strategy)
     ax.set_yticks(range(3), MODELS)
-    ax.set_ylim(-0.5, 3.2)
+    ax.set_ylim(-0.5, 3.5)
 for ax in axes[-1]:
     ax.set_xlabel("request")
-fig.suptitle("Which model served each request (shaded: alpha failing; red: standby, green: back)")
+fig.suptitle("Which model served each request (shaded: alpha answers 503; red: alpha to "
+             "standby, green: back on trial, orange: that trial failed)")
 fig.tight_layout()
 plt.show()""",
+    ),
+    (
+        "md",
+        "What the plot shows besides the shaded failure:\n\n"
+        "* The late *alpha out* of priority-selection and latency-first is not the 503s: alpha "
+        "allows 22 requests (its `x-ratelimit-*` headers say so), and once they are spent it "
+        "answers 429. Rate-limit-aware reads those headers and moves to beta *before* the 429, "
+        "so it has no such event; load-balanced gives alpha a shrinking share as its headroom "
+        "shrinks.\n"
+        "* *trial failed*: a model back from its cooldown gets one trial request; alpha was "
+        "still failing, so it went straight back to standby, for a longer cooldown.\n"
+        "* Latency-first tries gamma, which no request had measured yet, as its exploration "
+        "share (one request in ten goes to an unmeasured model); gamma turns out faster than "
+        "beta and takes over while alpha is out.",
     ),
     ("code", STOP),
 ]
@@ -369,6 +410,15 @@ served = [mesh.complete("chat", f"morning {i}").model for i in range(14)]
 print(served)
 show("after 14 requests")""",
     ),
+    (
+        "md",
+        "## Why gamma? Ask the mesh\n\n"
+        "`mesh.explain` is a dry run of the next routing decision: each model's status, why it "
+        "is out and until when, what the strategy weighs, and the model it would choose. No "
+        "provider is called and nothing changes (`modelmesh explain chat` does the same from the "
+        "command line, on the persisted state).",
+    ),
+    ("code", 'print(mesh.explain("chat"))'),
     ("md", "## A maintenance window at noon"),
     (
         "code",
@@ -381,7 +431,8 @@ try:
     mesh.complete("chat", "at noon")
 except NoAvailableModelError as exc:
     print("NoAvailableModelError:", exc)
-show("inside the window")""",
+show("inside the window")
+print("explain:", mesh.explain("chat").reason)""",
     ),
     (
         "code",

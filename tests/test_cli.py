@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 
 import yaml
 
@@ -64,3 +65,19 @@ def test_console_script_is_installed_and_demo_runs():
 def test_bad_config_is_an_error_exit(tmp_path):
     code = main(["status", "--config", str(tmp_path / "none.yaml")], out=io.StringIO())
     assert code == 1
+
+
+def test_status_shows_a_due_recovery_without_writing_it(tmp_path, servers):
+    cfg = config_for(servers, {"recovery": {"cooldown": "200ms"}})
+    cfg["storage"] = {"backend": "sqlite", "path": str(tmp_path / "s.db")}
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with Mesh.from_config(str(path)) as mesh:
+        mesh.pool("chat").deactivate(mesh.model("p1.m1"), "error_threshold")
+    time.sleep(0.3)  # the cooldown is over; no request has come to apply it
+    code, text = run("status", "--config", str(path))
+    assert code == 0
+    row = next(line for line in text.splitlines() if "p1.m1" in line).split()
+    assert row[2:4] == ["active", "on-trial"]  # what the next request will find
+    with Mesh.from_config(str(path)) as mesh:  # ... and the store still says standby
+        assert mesh.model("p1.m1").state.status == "standby"

@@ -35,6 +35,9 @@ def test_notebook_runs_top_to_bottom(name):
         assert "answered by: alpha.fast" in text and "beta.smart <-" in text
     if name.startswith("02"):
         assert "The tool returned: 42" in text
+        # the model that answered, as the mesh reports it: alpha, then beta once alpha is silent
+        answered = [line for line in text.splitlines() if line.startswith("answered by:")]
+        assert answered == ["answered by: alpha.fast", "answered by: beta.smart"]
     if name.startswith("03"):
         images = [
             o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
@@ -43,3 +46,7 @@ def test_notebook_runs_top_to_bottom(name):
     if name.startswith("04"):
         assert "budget_exceeded" in text and "maintenance_window" in text
         assert "after the restart" in text
+        # explain: why gamma, and why nothing inside the window
+        assert "would be served by gamma.spare" in text
+        assert "in standby (budget_exceeded)" in text and "4/5 requests" in text
+        assert "explain: every capable model of pool 'chat' is in standby" in text

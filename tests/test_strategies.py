@@ -133,9 +133,48 @@ def test_latency_first_prefers_fast_and_does_not_blindly_prefer_unknown():
         snap("d", latency_history=(0.9,)),
     ]
     assert pick(s, c) == "b"
-    # with b gone, unknown c is given the median (0.6 of 0.6 and 0.9): a and c tie -> a first
+    # with b gone, the fastest measured model wins; unmeasured c is not given a latency
     assert pick(s, [c[0], c[2], c[3]]) == "a"
-    assert pick(s, [c[2], c[3]]) == "c"  # c gets 0.9 (median of one) and comes first
+    assert pick(s, [c[2], c[3]]) == "d"
+    assert pick(make("latency-first"), [snap("x"), snap("y")]) == "x"  # nothing known: order
+
+
+def test_latency_first_gives_unmeasured_models_a_bounded_share():
+    # The case that starved before: the unmeasured model would get the median of the
+    # others, tie with the slowest at best, and lose on pool order for ever.
+    c = [
+        snap("a", latency_history=(0.1,)),
+        snap("b", latency_history=(0.3,)),
+        snap("c"),
+        snap("d"),
+    ]
+    s = make("latency-first")
+    counts = Counter(pick(s, c) for _ in range(100))
+    assert counts["a"] == 90  # the fastest keeps nine requests in ten
+    assert counts["c"] == counts["d"] == 5  # the unmeasured ones take turns at the rest
+    assert counts["b"] == 0
+    s = make("latency-first")
+    assert "c" in [pick(s, c) for _ in range(10)]  # tried (so measured) within ten requests
+    # once measured, a model competes on its latency and exploration stops
+    measured = [c[0], c[1], snap("c", latency_history=(0.05,)), snap("d", latency_history=(0.2,))]
+    s = make("latency-first")
+    assert {pick(s, measured) for _ in range(30)} == {"c"}
+    # the share is configurable, and 0 turns exploration off
+    s = make("latency-first", extra={"explore_every": 4})
+    assert Counter(pick(s, c) for _ in range(100))["a"] == 75
+    s = make("latency-first", extra={"explore_every": 0})
+    assert {pick(s, c) for _ in range(50)} == {"a"}
+    with pytest.raises(ValueError, match="explore_every"):
+        make("latency-first", extra={"explore_every": -1})
+
+
+def test_latency_first_exploration_state_survives_a_restart():
+    c = [snap("a", latency_history=(0.1,)), snap("b")]
+    s = make("latency-first")
+    assert [pick(s, c) for _ in range(9)] == ["a"] * 9
+    s2 = make("latency-first")
+    s2.import_state(s.export_state())
+    assert pick(s2, c) == "b"  # the tenth selection, after the restart
 
 
 def test_session_stickiness_fallback_and_timeout():

@@ -35,6 +35,7 @@ import contextlib
 import json
 import re
 import ssl
+import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -196,6 +197,8 @@ class _LoopPools:
 
     def close_with_loop(self) -> None:
         """Have the loop's shutdown close these pools (see the class docstring)."""
+        if sys.get_asyncgen_hooks().firstiter is None:
+            return  # a loop that does not track async generators: drop() it is
         closer = _close_at_shutdown(self)
         # Runs the generator up to its ``yield`` without awaiting anything (so this stays a
         # plain function): StopIteration is that first step completing.
@@ -227,18 +230,13 @@ class _LoopPools:
         self.closed = True
         loop = self.loop
         backends = [network_backend(t) for t in self.shards.transports]
-        if loop.is_closed() or not loop.is_running():
-            for backend in backends:
-                backend.drop_connections(now=True)  # type: ignore[union-attr]
-        elif _running_loop() is loop:
-            for backend in backends:
-                backend.drop_connections(now=False)  # type: ignore[union-attr]
-        else:
+        if loop.is_running() and _running_loop() is not loop:
             try:
-                loop.call_soon_threadsafe(_drop_all, backends)
+                loop.call_soon_threadsafe(_drop_all, backends, loop)
             except RuntimeError:  # closed in the meantime
-                for backend in backends:
-                    backend.drop_connections(now=True)  # type: ignore[union-attr]
+                _drop_all(backends, loop)
+        else:
+            _drop_all(backends, loop)
         self._finish()
 
     def _finish(self) -> None:
@@ -250,15 +248,15 @@ class _LoopPools:
             step = closer.aclose()
             try:
                 step.send(None)  # its ``finally`` sees ``closed`` and returns at once
-            except StopIteration:
+            except (StopIteration, RuntimeError):  # done; or the loop is finalising it now
                 pass
             else:  # cannot happen (nothing is awaited); never leave it half-run
                 step.close()
 
 
-def _drop_all(backends: list[Any]) -> None:
+def _drop_all(backends: list[Any], loop: asyncio.AbstractEventLoop) -> None:
     for backend in backends:
-        backend.drop_connections(now=False)
+        backend.drop_connections(loop)
 
 
 async def _close_at_shutdown(pools: _LoopPools) -> AsyncIterator[None]:

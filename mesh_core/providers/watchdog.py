@@ -180,16 +180,25 @@ def _asyncio_transport(stream: Any) -> asyncio.Transport | None:
     return transport if isinstance(transport, asyncio.Transport) else None
 
 
-def _close_now(transport: asyncio.Transport) -> None:
-    """Close the socket of a transport whose event loop will never run again.
+def _close_now(transport: asyncio.Transport, loop_closed: bool) -> None:
+    """Close the socket of a transport whose event loop is closed, or not running.
 
-    ``abort()`` would only schedule that on the closed loop (and raise), leaving the socket
-    open until the garbage collector finds the transport and warns. asyncio's selector
-    transports close their socket in ``_call_connection_lost``, the step ``abort()``
-    schedules: it is called here directly. Other transports are left to the collector.
+    What ``abort()`` does, with the step it leaves to the loop's next turn (closing the
+    socket, in ``_call_connection_lost``) done here: a closed loop has no next turn, and
+    an idle one may never get one, so the socket would stay open until the garbage
+    collector found the transport, and warned. The transport is left closing, as
+    ``abort()`` leaves it: a request that a stopped loop resumes later gets a connection
+    error. asyncio's selector transports only; others are left to the collector.
     """
     lost = getattr(transport, "_call_connection_lost", None)
     if lost is None or getattr(transport, "_sock", None) is None:
+        return
+    if not transport.is_closing():
+        with contextlib.suppress(Exception):
+            transport.pause_reading()  # out of the selector, if the loop is open
+        transport._closing = True  # type: ignore[attr-defined]
+        transport._conn_lost += 1  # type: ignore[attr-defined]
+    elif not loop_closed:  # already closing: the open loop closes the socket on its next turn
         return
     with contextlib.suppress(Exception):  # a protocol that needs the loop: the socket closes anyway
         lost(None)
@@ -214,19 +223,19 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
             self._transports.add(transport)
         return _AsyncStream(stream)
 
-    def drop_connections(self, now: bool) -> None:
+    def drop_connections(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close the connections this backend opened, without awaiting their event loop.
 
-        For a pool whose loop cannot run its ``aclose()`` for us. ``now``: the loop is
-        closed, or not running (and so not touching these transports): their sockets are
-        closed here. Otherwise (called on the loop's own thread while it runs) they are
-        aborted, and the loop closes the sockets on its next turn.
+        For a pool whose loop cannot run its ``aclose()`` for us. A closed loop, or one not
+        running (and so not touching these transports): their sockets are closed here.
+        Otherwise (called on the loop's own thread, while it runs) they are aborted, and the
+        loop closes the sockets on its next turn.
         """
+        closed = loop.is_closed()
+        now = closed or not loop.is_running()
         for transport in list(self._transports):
             if now:
-                with contextlib.suppress(Exception):
-                    transport.pause_reading()  # out of the selector, if the loop is open
-                _close_now(transport)
+                _close_now(transport, closed)
             elif not transport.is_closing():
                 transport.abort()
 

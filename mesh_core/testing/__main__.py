@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 
+from ..cli import CommandError, start_fault_server
 from .faults import KINDS
-from .server import FaultServer
 
 _EPILOG = f"""\
 control API:
@@ -43,16 +44,21 @@ function) is honoured, also after a tool result.
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; exit status 1, with one line, if the port is taken."""
     parser = argparse.ArgumentParser(
         prog="python -m mesh_core.testing",
         description="An OpenAI-compatible server on 127.0.0.1 that fails on command.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--port", type=int, default=8900, help="default 8900; 0 picks a free one")
     parser.add_argument("--api-key", default=None, help="require this bearer key (401 otherwise)")
     args = parser.parse_args(argv)
-    server = FaultServer(port=args.port, api_key=args.api_key).start()
+    try:
+        server = start_fault_server(args.port, args.api_key)
+    except CommandError as exc:  # a busy port is a sentence, not a traceback
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        sys.exit(1)
     print(f"fault server listening at {server.base_url}", flush=True)
     print(
         "control: POST /_control/behaviour {model, behaviour, once}; POST /_control/reset; "
