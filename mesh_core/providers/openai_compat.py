@@ -490,33 +490,19 @@ class OpenAICompatibleProvider:
     def _read(self, resp: httpx.Response) -> bytes:
         """The decoded body (raises MalformedResponseError past its cap), read under the
         attempt's I/O deadline; the caller closes ``resp``."""
-        decoder = self._body_decoder(resp)
-        parts = []
-        try:
-            for raw in resp.iter_raw():
-                parts.append(decoder.feed(raw))
-                if decoder.full:
-                    return b"".join(parts)
-            parts.append(decoder.flush())
-        except MalformedResponseError:
-            if not decoder.truncate:
-                raise
-        return b"".join(parts)  # an error body that does not decode: classified as it is
+        body = _Body(self._body_decoder(resp))
+        for raw in resp.iter_raw():
+            if body.feed(raw):
+                break
+        return body.result()
 
     async def _aread(self, resp: httpx.Response) -> bytes:
         """:meth:`_read`, awaiting."""
-        decoder = self._body_decoder(resp)
-        parts = []
-        try:
-            async for raw in resp.aiter_raw():
-                parts.append(decoder.feed(raw))
-                if decoder.full:
-                    return b"".join(parts)
-            parts.append(decoder.flush())
-        except MalformedResponseError:
-            if not decoder.truncate:
-                raise
-        return b"".join(parts)
+        body = _Body(self._body_decoder(resp))
+        async for raw in resp.aiter_raw():
+            if body.feed(raw):
+                break
+        return body.result()
 
     # --- non-streaming ------------------------------------------------------------
     # The reply, headers and body, is read under one wall-clock deadline, ``total`` from when
@@ -625,3 +611,35 @@ class OpenAICompatibleProvider:
         httpx_request.extensions["timeout"]["read"] = timeouts.total
         timer = StreamTimer(timeouts, deadline.sent)
         return AsyncStream(resp, timer, lease, self._limits, self._redact)
+
+
+class _Body:
+    """A body being read, sans I/O: what both read loops share. An error body that
+    does not decode is classified as it is; an answer that does not is malformed."""
+
+    def __init__(self, decoder: BodyDecoder) -> None:
+        self._decoder = decoder
+        self._parts: list[bytes] = []
+        self._failed = False
+
+    def feed(self, raw: bytes) -> bool:
+        """Take some raw bytes; True when enough was read (a truncated error body)."""
+        if self._failed:
+            return True
+        try:
+            self._parts.append(self._decoder.feed(raw))
+        except MalformedResponseError:
+            if not self._decoder.truncate:
+                raise
+            self._failed = True
+            return True
+        return self._decoder.full
+
+    def result(self) -> bytes:
+        if not self._failed and not self._decoder.full:
+            try:
+                self._parts.append(self._decoder.flush())
+            except MalformedResponseError:
+                if not self._decoder.truncate:
+                    raise
+        return b"".join(self._parts)

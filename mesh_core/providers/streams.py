@@ -54,9 +54,22 @@ class _Decoding:
     _timer: StreamTimer
     _drain_until: float = _NOT_DONE
 
-    def _decoders(self, limits: Limits, resp: httpx.Response) -> None:
+    def __init__(
+        self,
+        resp: httpx.Response,
+        timer: StreamTimer,
+        lease: Lease[Any],
+        limits: Limits,
+        redact: Callable[[ProviderError], ProviderError],
+    ) -> None:
+        self._redact = redact
+        self._resp = resp
+        self._timer = timer
+        self._lease = lease
         self._body = BodyDecoder(resp.headers.get("content-encoding"), limits.max_response_bytes)
         self._sse = SSEDecoder(limits.max_sse_line_bytes)
+        self.rate_limits = parse_rate_limits(resp.headers)
+        self._chunks = self._run()  # type: ignore[attr-defined]  # each subclass's driver
 
     def _deadline(self, now: float) -> float:
         """Until when the next read may wait: the stream's timeouts, or after ``[DONE]`` a
@@ -92,22 +105,6 @@ class SyncStream(_Decoding, ProviderStream):
     """A sync stream: each read is a blocking read whose timeout is capped, through
     :data:`~.watchdog.IO_DEADLINE`, by the stream's deadline (the kernel holds it: a read
     returns what arrived in time, or times out having received nothing)."""
-
-    def __init__(
-        self,
-        resp: httpx.Response,
-        timer: StreamTimer,
-        lease: Lease[Any],
-        limits: Limits,
-        redact: Callable[[ProviderError], ProviderError],
-    ) -> None:
-        self._redact = redact
-        self._resp = resp
-        self._timer = timer
-        self._lease = lease
-        self._decoders(limits, resp)
-        self.rate_limits = parse_rate_limits(resp.headers)
-        self._chunks = self._run()
 
     def __next__(self) -> CompletionChunk:
         return next(self._chunks)
@@ -152,22 +149,6 @@ class SyncStream(_Decoding, ProviderStream):
 class AsyncStream(_Decoding, AsyncProviderStream):
     """An async stream: each read waits under a :class:`~.watchdog.ReadDeadline` (an
     ``asyncio.timeout_at`` that lets bytes which arrived in time through)."""
-
-    def __init__(
-        self,
-        resp: httpx.Response,
-        timer: StreamTimer,
-        lease: Lease[Any],
-        limits: Limits,
-        redact: Callable[[ProviderError], ProviderError],
-    ) -> None:
-        self._redact = redact
-        self._resp = resp
-        self._timer = timer
-        self._lease = lease
-        self._decoders(limits, resp)
-        self.rate_limits = parse_rate_limits(resp.headers)
-        self._chunks = self._run()
 
     async def __anext__(self) -> CompletionChunk:
         return await self._chunks.__anext__()
