@@ -19,8 +19,8 @@ import httpx
 from common import MESSAGES, PAYLOAD, FastServer, machine, median, mesh_config, pct, table
 
 from mesh_core import Mesh
-from mesh_core.providers.base import Timeouts
-from mesh_core.types import CompletionRequest
+from mesh_core._types import CompletionRequest
+from mesh_core.providers._base import Timeouts
 
 SIZES = (1, 10, 100, 1000)
 

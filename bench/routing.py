@@ -25,9 +25,9 @@ import time
 from common import MESSAGES, machine, median, mesh_config, pct, table
 
 from mesh_core import Mesh
-from mesh_core.config import load_config
-from mesh_core.providers.base import ProviderReply
-from mesh_core.providers.wire import parse_completion
+from mesh_core._config import load_config
+from mesh_core.providers._base import ProviderReply
+from mesh_core.providers._wire import parse_completion
 
 SIZES = (1, 10, 100, 1000)
 VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")

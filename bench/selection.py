@@ -16,9 +16,9 @@ import tracemalloc
 from common import machine, table
 
 from mesh_core import Mesh
-from mesh_core.clock import ManualClock
+from mesh_core._clock import ManualClock
+from mesh_core._types import CompletionRequest
 from mesh_core.strategies import SHIPPED_STRATEGIES
-from mesh_core.types import CompletionRequest
 
 SIZES = (10, 1000, 10000)
 REQUEST = CompletionRequest(

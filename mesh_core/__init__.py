@@ -13,43 +13,51 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # facade
-    "Mesh": "mesh",
-    "shared_mesh": "shared",
+    "Mesh": "_mesh",
+    "shared_mesh": "_shared",
     # configuration
-    "MeshConfig": "config",
-    "load_config": "config",
+    "MeshConfig": "_config",
+    "load_config": "_config",
     # state and decisions
-    "ModelState": "state",
-    "ModelSnapshot": "state",
-    "CapabilityTree": "capabilities",
-    "CapabilityPool": "pool",
-    "Model": "pool",
-    "PoolState": "pool",
-    "RotationPolicy": "pool",
-    "DeactivationEvaluator": "evaluators",
-    "DeactivationPolicy": "evaluators",
-    "DeactivationReason": "evaluators",
-    "MaintenanceWindow": "evaluators",
-    "RecoveryEvaluator": "evaluators",
-    "RecoveryPolicy": "evaluators",
+    "ModelState": "_state",
+    "ModelSnapshot": "_state",
+    "CapabilityTree": "_capabilities",
+    "CapabilityPool": "_pool",
+    "Model": "_pool",
+    "PoolState": "_pool",
+    "RotationPolicy": "_pool",
+    "DeactivationEvaluator": "_evaluators",
+    "DeactivationPolicy": "_evaluators",
+    "DeactivationReason": "_evaluators",
+    "MaintenanceWindow": "_evaluators",
+    "RecoveryEvaluator": "_evaluators",
+    "RecoveryPolicy": "_evaluators",
     "SelectionStrategy": "strategies",
     "SelectionResult": "strategies",
     "StrategyOptions": "strategies",
     "BalanceMode": "strategies",
     "register_strategy": "strategies",
+    # what follows a failed attempt
+    "decide": "_policy",
+    "Decision": "_policy",
+    "Failure": "_policy",
+    "FailOver": "_policy",
+    "Raise": "_policy",
+    "Retry": "_policy",
+    "RetryPolicy": "_policy",
     # types
-    "CompletionRequest": "types",
-    "CompletionResponse": "types",
-    "CompletionChunk": "types",
-    "Usage": "types",
-    "ToolCall": "types",
-    "Attempt": "types",
+    "CompletionRequest": "_types",
+    "CompletionResponse": "_types",
+    "CompletionChunk": "_types",
+    "Usage": "_types",
+    "ToolCall": "_types",
+    "Attempt": "_types",
     # events and time
-    "Event": "events",
-    "EventEmitter": "events",
-    "EventType": "events",
-    "ManualClock": "clock",
-    "SystemClock": "clock",
+    "Event": "_events",
+    "EventEmitter": "_events",
+    "EventType": "_events",
+    "ManualClock": "_clock",
+    "SystemClock": "_clock",
 }
 _ERRORS = (
     "ModelMeshError",
@@ -80,188 +88,101 @@ _ERRORS = (
     "StateStoreError",
     "ErrorKind",
 )
-_EXPORTS.update(dict.fromkeys(_ERRORS, "errors"))
+_EXPORTS.update(dict.fromkeys(_ERRORS, "_errors"))
 
 if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
-    from .capabilities import (
+    from ._capabilities import (
         CapabilityTree as CapabilityTree,
     )
-    from .clock import (
+    from ._clock import (
         ManualClock as ManualClock,
-    )
-    from .clock import (
         SystemClock as SystemClock,
     )
-    from .config import (
+    from ._config import (
         MeshConfig as MeshConfig,
-    )
-    from .config import (
         load_config as load_config,
     )
-    from .errors import (
+    from ._errors import (
         AllProvidersExhaustedError as AllProvidersExhaustedError,
-    )
-    from .errors import (
         AuthenticationError as AuthenticationError,
-    )
-    from .errors import (
         BadRequestError as BadRequestError,
-    )
-    from .errors import (
         ConfigurationError as ConfigurationError,
-    )
-    from .errors import (
         ContentPolicyError as ContentPolicyError,
-    )
-    from .errors import (
         ContextWindowExceededError as ContextWindowExceededError,
-    )
-    from .errors import (
         ErrorKind as ErrorKind,
-    )
-    from .errors import (
         InvalidRequestError as InvalidRequestError,
-    )
-    from .errors import (
         MalformedResponseError as MalformedResponseError,
-    )
-    from .errors import (
         MeshClosedError as MeshClosedError,
-    )
-    from .errors import (
         ModelMeshError as ModelMeshError,
-    )
-    from .errors import (
         NoActiveModelError as NoActiveModelError,
-    )
-    from .errors import (
         NoAvailableModelError as NoAvailableModelError,
-    )
-    from .errors import (
         NoCapableModelError as NoCapableModelError,
-    )
-    from .errors import (
         ProviderConnectionError as ProviderConnectionError,
-    )
-    from .errors import (
         ProviderError as ProviderError,
-    )
-    from .errors import (
         ProviderTimeoutError as ProviderTimeoutError,
-    )
-    from .errors import (
         QuotaExhaustedError as QuotaExhaustedError,
-    )
-    from .errors import (
         RateLimitError as RateLimitError,
-    )
-    from .errors import (
         RoutingError as RoutingError,
-    )
-    from .errors import (
         ServerError as ServerError,
-    )
-    from .errors import (
         SessionModelUnavailableError as SessionModelUnavailableError,
-    )
-    from .errors import (
         StateStoreError as StateStoreError,
-    )
-    from .errors import (
         StreamInterruptedError as StreamInterruptedError,
-    )
-    from .errors import (
         UnknownCapabilityError as UnknownCapabilityError,
-    )
-    from .errors import (
         UnknownModelError as UnknownModelError,
-    )
-    from .errors import (
         UnknownPoolError as UnknownPoolError,
     )
-    from .evaluators import (
+    from ._evaluators import (
         DeactivationEvaluator as DeactivationEvaluator,
-    )
-    from .evaluators import (
         DeactivationPolicy as DeactivationPolicy,
-    )
-    from .evaluators import (
         DeactivationReason as DeactivationReason,
-    )
-    from .evaluators import (
         MaintenanceWindow as MaintenanceWindow,
-    )
-    from .evaluators import (
         RecoveryEvaluator as RecoveryEvaluator,
-    )
-    from .evaluators import (
         RecoveryPolicy as RecoveryPolicy,
     )
-    from .events import (
+    from ._events import (
         Event as Event,
-    )
-    from .events import (
         EventEmitter as EventEmitter,
-    )
-    from .events import (
         EventType as EventType,
     )
-    from .mesh import (
+    from ._mesh import (
         Mesh as Mesh,
     )
-    from .pool import (
+    from ._policy import (
+        Decision as Decision,
+        FailOver as FailOver,
+        Failure as Failure,
+        Raise as Raise,
+        Retry as Retry,
+        RetryPolicy as RetryPolicy,
+        decide as decide,
+    )
+    from ._pool import (
         CapabilityPool as CapabilityPool,
-    )
-    from .pool import (
         Model as Model,
-    )
-    from .pool import (
         PoolState as PoolState,
-    )
-    from .pool import (
         RotationPolicy as RotationPolicy,
     )
-    from .shared import (
+    from ._shared import (
         shared_mesh as shared_mesh,
     )
-    from .state import (
+    from ._state import (
         ModelSnapshot as ModelSnapshot,
-    )
-    from .state import (
         ModelState as ModelState,
+    )
+    from ._types import (
+        Attempt as Attempt,
+        CompletionChunk as CompletionChunk,
+        CompletionRequest as CompletionRequest,
+        CompletionResponse as CompletionResponse,
+        ToolCall as ToolCall,
+        Usage as Usage,
     )
     from .strategies import (
         BalanceMode as BalanceMode,
-    )
-    from .strategies import (
         SelectionResult as SelectionResult,
-    )
-    from .strategies import (
         SelectionStrategy as SelectionStrategy,
-    )
-    from .strategies import (
         StrategyOptions as StrategyOptions,
-    )
-    from .strategies import (
         register_strategy as register_strategy,
-    )
-    from .types import (
-        Attempt as Attempt,
-    )
-    from .types import (
-        CompletionChunk as CompletionChunk,
-    )
-    from .types import (
-        CompletionRequest as CompletionRequest,
-    )
-    from .types import (
-        CompletionResponse as CompletionResponse,
-    )
-    from .types import (
-        ToolCall as ToolCall,
-    )
-    from .types import (
-        Usage as Usage,
     )
 
 __all__ = sorted(_EXPORTS)

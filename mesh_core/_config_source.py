@@ -6,7 +6,7 @@ YAML is parsed with a safe loader that caps nesting and merge-key copying, and
 :func:`check_shape` refuses a structure nested deeper than ``MAX_DEPTH``, one that
 contains itself, or one that expands (YAML aliases, shared objects) to more than
 ``MAX_VALUES`` values, before anything walks it: loading stays linear in the size of
-the file. Everything here raises :class:`~mesh_core.errors.ConfigurationError`.
+the file. Everything here raises :class:`~mesh_core._errors.ConfigurationError`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = ["MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_VALUES", "check_shape", "join_path", "read_yaml"]
 

@@ -12,7 +12,7 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call
 from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.outputs import ChatGenerationChunk
 
-from mesh_core.types import CompletionChunk, CompletionResponse, Usage
+from mesh_core._types import CompletionChunk, CompletionResponse, Usage
 
 PROVIDER = "modelmesh"
 

@@ -30,11 +30,11 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from mesh_core._mesh import Mesh
+from mesh_core._portable import PortableAdapter
 from mesh_core._redact import redact
-from mesh_core.mesh import Mesh
-from mesh_core.portable import PortableAdapter
-from mesh_core.shared import mesh_for_pool
-from mesh_core.types import CompletionResponse
+from mesh_core._shared import mesh_for_pool
+from mesh_core._types import CompletionResponse
 
 from ._convert import PROVIDER, to_ai_message, to_generation_chunk, to_openai_messages
 from .errors import langchain_errors
@@ -139,7 +139,7 @@ class MeshChatModel(PortableAdapter, BaseChatModel):
             profile["max_output_tokens"] = min(outputs)
         return profile
 
-    # --- copies: deepcopy, pickle, model_copy (mesh_core.portable.PortableAdapter) ------
+    # --- copies: deepcopy, pickle, model_copy (mesh_core._portable.PortableAdapter) ------
     def _rerouted(self, changed: set[str]) -> None:
         """A copy with a new ``config``, ``pool`` or ``model``: its Mesh, and its profile
         unless the update gave one."""

@@ -7,7 +7,7 @@ both their SDK's type and LangChain's (``langchain-openai``'s context overflow i
 ``openai.BadRequestError`` and a ``ContextOverflowError``). The adapter does the same
 at its boundary: each error below inherits from the mesh error it stands for *and*
 from LangChain's, carries the same message and attributes, so ``except
-mesh_core.errors.RateLimitError`` and ``except ModelRateLimitError`` both catch it.
+mesh_core.RateLimitError`` and ``except ModelRateLimitError`` both catch it.
 ``mesh_core`` itself never imports LangChain.
 """
 
@@ -29,8 +29,8 @@ from langchain_core.exceptions import (
     ModelTimeoutError,
 )
 
-from mesh_core import errors as mesh
-from mesh_core.mesh import InvalidRequestError
+from mesh_core import _errors as mesh
+from mesh_core._mesh import InvalidRequestError
 
 __all__ = [
     "MeshAPIError",

@@ -16,7 +16,7 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
 )
 
-from mesh_core.types import Attempt, CompletionChunk, CompletionResponse, ToolCall, Usage
+from mesh_core._types import Attempt, CompletionChunk, CompletionResponse, ToolCall, Usage
 
 
 def _data_url(mime: str | None, raw: bytes) -> str:

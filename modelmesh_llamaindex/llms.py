@@ -31,10 +31,10 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
 from pydantic import BaseModel
 
+from mesh_core._mesh import Mesh
+from mesh_core._portable import PortableAdapter, picklable_fields
 from mesh_core._redact import redact
-from mesh_core.mesh import Mesh
-from mesh_core.portable import PortableAdapter, picklable_fields
-from mesh_core.shared import mesh_for_pool
+from mesh_core._shared import mesh_for_pool
 
 from ._convert import StreamAccumulator, to_chat_response, to_openai_messages
 
@@ -87,7 +87,7 @@ class MeshLLM(PortableAdapter, FunctionCallingLLM):
         super().__init__(**kwargs)
         self._mesh = mesh_for_pool(self.config, self.pool)
 
-    # --- copies: deepcopy, pickle, model_copy (mesh_core.portable.PortableAdapter) ------
+    # --- copies: deepcopy, pickle, model_copy (mesh_core._portable.PortableAdapter) ------
     def _field_state(self) -> dict[Any, Any]:
         """Pydantic's state, not LlamaIndex's ``BaseComponent`` one: that one tries to pickle
         every value, and logs each one it drops (the Mesh, every time) on the root logger.

@@ -188,7 +188,7 @@ print(llm.metadata)''',
     (
         "code",
         """\
-from mesh_core.events import EventType
+from mesh_core import EventType
 
 answered = []  # the model that served each call, as the mesh reports it
 llm.mesh.on(EventType.REQUEST_SUCCESS, lambda e: answered.append(e.model_id))
@@ -243,7 +243,7 @@ STRATEGIES = [
         "code",
         """\
 from mesh_core import Mesh, ManualClock
-from mesh_core.events import EventType
+from mesh_core import EventType
 
 STRATEGIES = ["stick-until-failure", "priority-selection", "round-robin", "cost-first",
               "latency-first", "session-stickiness", "rate-limit-aware", "load-balanced"]
@@ -423,7 +423,7 @@ show("after 14 requests")""",
     (
         "code",
         """\
-from mesh_core.errors import NoAvailableModelError
+from mesh_core import NoAvailableModelError
 
 clock.set(datetime(2026, 6, 1, 12, 10, tzinfo=timezone.utc).timestamp())
 print("active:", [m.id for m in mesh.pool("chat").get_active_models()])

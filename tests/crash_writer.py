@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import sys
 
-from mesh_core.state import ModelState
-from mesh_core.stores.base import PersistedState
+from mesh_core._state import ModelState
+from mesh_core.stores._base import PersistedState
 
 
 def main() -> None:
     kind, path = sys.argv[1], sys.argv[2]
     if kind == "json":
-        from mesh_core.stores.jsonfile import JsonFileStore as Store
+        from mesh_core.stores._jsonfile import JsonFileStore as Store
     else:
-        from mesh_core.stores.sqlite import SqliteStore as Store
+        from mesh_core.stores._sqlite import SqliteStore as Store
     store = Store(path)
     print("ready", flush=True)
     i = 0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mesh_core.state import ModelSnapshot
-from mesh_core.types import CompletionRequest
+from mesh_core._state import ModelSnapshot
+from mesh_core._types import CompletionRequest
 
 
 def snap(model_id: str, provider_id: str = "p", **kw) -> ModelSnapshot:

@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 
 from mesh_core import Mesh
-from mesh_core.errors import ModelMeshError
+from mesh_core._errors import ModelMeshError
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from mesh_core.capabilities import CapabilityTree, UnknownCapabilityError
+from mesh_core._capabilities import CapabilityTree, UnknownCapabilityError
 
 
 def test_roots_and_documented_nodes():

@@ -10,7 +10,7 @@ import time
 import yaml
 
 from mesh_core import Mesh
-from mesh_core.cli import main
+from mesh_core._cli import main
 from tests.conftest import config_for
 
 
@@ -53,7 +53,7 @@ def test_status_reads_persisted_state(tmp_path, servers):
 
 def test_console_script_is_installed_and_demo_runs():
     out = subprocess.run(
-        [sys.executable, "-m", "mesh_core.cli", "demo", "--requests", "6", "--pace", "0"],
+        [sys.executable, "-m", "mesh_core._cli", "demo", "--requests", "6", "--pace", "0"],
         capture_output=True,
         text=True,
         timeout=120,

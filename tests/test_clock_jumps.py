@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.clock import ManualClock
-from mesh_core.errors import AllProvidersExhaustedError, NoAvailableModelError
+from mesh_core._clock import ManualClock
+from mesh_core._errors import AllProvidersExhaustedError, NoAvailableModelError
 from mesh_core.testing import faults
 from tests.conftest import MODES, complete, config_for
 from tests.helpers import req

@@ -1,5 +1,5 @@
 """Cold start and new event loops cost what bare httpx costs, and leave nothing behind
-(mesh_core.providers.openai_compat).
+(mesh_core.providers._openai_compat).
 
 The TLS context (loading the CA bundle: most of what building a transport costs) is built
 once per process, and never for a plain-HTTP provider, so neither a first call nor the first
@@ -24,8 +24,7 @@ from typing import Any
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.providers import OpenAICompatibleProvider
-from mesh_core.providers import openai_compat as compat
+from mesh_core.providers import OpenAICompatibleProvider, _openai_compat as compat
 from tests.test_stream_stress import fault_server_process
 
 pytestmark = pytest.mark.skipif(

@@ -2,8 +2,8 @@ import textwrap
 
 import pytest
 
-from mesh_core.config import load_config, parse_duration
-from mesh_core.errors import ConfigurationError
+from mesh_core._config import load_config, parse_duration
+from mesh_core._errors import ConfigurationError
 
 GOOD = """
 providers:
@@ -237,7 +237,7 @@ def test_missing_provider_secrets_can_be_tolerated_by_tools_that_call_no_provide
 
 
 def test_warnings_for_what_is_valid_but_surely_not_meant():
-    from mesh_core.config import config_warnings
+    from mesh_core._config import config_warnings
 
     assert config_warnings(load_config({})) == [
         ("", "the configuration is empty: no providers, models or pools")

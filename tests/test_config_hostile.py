@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.cli import main
-from mesh_core.config import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_VALUES, load_config
-from mesh_core.errors import ConfigurationError
-from mesh_core.shared import forget_shared_meshes
+from mesh_core._cli import main
+from mesh_core._config import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_VALUES, load_config
+from mesh_core._errors import ConfigurationError
+from mesh_core._shared import forget_shared_meshes
 from modelmesh_langchain import MeshChatModel  # imported here: not timed with each case
 from modelmesh_llamaindex import MeshLLM
 

@@ -1,7 +1,7 @@
 import io
 
 from mesh_core import Mesh
-from mesh_core.demo import run_demo, warm_up
+from mesh_core._demo import run_demo, warm_up
 from mesh_core.testing import FaultServer
 
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from mesh_core.local_model import LocalModelUnavailable, model_path, run_real_demo
+from mesh_core._local_model import LocalModelUnavailable, model_path, run_real_demo
 
 try:
     model_path()

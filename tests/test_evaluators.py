@@ -2,8 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mesh_core.clock import ManualClock, next_period_start, period_start
-from mesh_core.errors import (
+from mesh_core._clock import ManualClock, next_period_start, period_start
+from mesh_core._errors import (
     AuthenticationError,
     BadRequestError,
     ContentPolicyError,
@@ -14,16 +14,14 @@ from mesh_core.errors import (
     RateLimitError,
     ServerError,
 )
-from mesh_core.evaluators import (
+from mesh_core._evaluators import (
     DeactivationEvaluator,
     DeactivationPolicy,
+    DeactivationReason as R,
     MaintenanceWindow,
     RecoveryEvaluator,
     RecoveryPolicy,
     counts_against_model,
-)
-from mesh_core.evaluators import (
-    DeactivationReason as R,
 )
 from tests.helpers import snap
 
@@ -182,7 +180,7 @@ def test_periods_in_utc():
 
 
 def test_roll_periods_resets_counters_at_the_boundary():
-    from mesh_core.state import ModelState
+    from mesh_core._state import ModelState
 
     p = DeactivationPolicy(quota_window="daily", budget_window="monthly")
     s = ModelState()

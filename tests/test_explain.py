@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from mesh_core import ManualClock, Mesh
-from mesh_core.cli import main
-from mesh_core.errors import InvalidRequestError, UnknownPoolError
-from mesh_core.explain import Explanation
+from mesh_core._cli import main
+from mesh_core._errors import InvalidRequestError, UnknownPoolError
+from mesh_core._explain import Explanation
 from mesh_core.testing import faults
 from tests.conftest import config_for
 

@@ -21,10 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.config import load_config
-from mesh_core.errors import ConfigurationError, StreamInterruptedError
+from mesh_core._config import load_config
+from mesh_core._errors import ConfigurationError, StreamInterruptedError
 from mesh_core.providers import OpenAICompatibleProvider
-from mesh_core.providers.wire import SSEDecoder, classify_error, parse_completion
+from mesh_core.providers._wire import SSEDecoder, classify_error, parse_completion
 from mesh_core.testing import faults
 from tests.conftest import MODES, complete, config_for, stream
 

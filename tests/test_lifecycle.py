@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mesh_core.lifecycle import TRANSITIONS, Move, Phase, adopt, apply, phase_of
-from mesh_core.state import ModelState
+from mesh_core._lifecycle import TRANSITIONS, Move, Phase, adopt, apply, phase_of
+from mesh_core._state import ModelState
 
 NOW, MONO = 1_000.0, 50.0
 

@@ -37,7 +37,7 @@ class NotInstalled(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, NotInstalled())
-from mesh_core.cli import main
+from mesh_core._cli import main
 assert main(["demo", "--requests", "12", "--pace", "0"], out=io.StringIO()) == 0
 assert main(["validate", "examples/modelmesh.yaml"], out=io.StringIO()) == 0
 from mesh_core import Mesh

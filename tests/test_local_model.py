@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.local_model import LocalModelServer, LocalModelUnavailable, model_path
+from mesh_core._local_model import LocalModelServer, LocalModelUnavailable, model_path
 
 try:
     model_path()

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.errors import ConfigurationError, ModelMeshError
+from mesh_core._errors import ConfigurationError, ModelMeshError
 from mesh_core.testing import faults
 from tests.conftest import config_for
 
@@ -121,8 +121,8 @@ def _literal_secret_outputs(servers) -> list[str]:
     adapters' reprs and serializations, the config's repr, and configuration errors."""
     from langchain_core.load import dumpd
 
-    from mesh_core.config import load_config
-    from mesh_core.shared import forget_shared_meshes
+    from mesh_core._config import load_config
+    from mesh_core._shared import forget_shared_meshes
     from modelmesh_langchain import MeshChatModel
     from modelmesh_llamaindex import MeshLLM
 

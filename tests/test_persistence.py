@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.clock import ManualClock
-from mesh_core.config import StorageConfig
-from mesh_core.errors import AllProvidersExhaustedError
+from mesh_core._clock import ManualClock
+from mesh_core._config import StorageConfig
+from mesh_core._errors import AllProvidersExhaustedError
 from mesh_core.stores import StateStoreError, create_store
-from mesh_core.stores.jsonfile import JsonFileStore
-from mesh_core.stores.sqlite import SqliteStore
+from mesh_core.stores._jsonfile import JsonFileStore
+from mesh_core.stores._sqlite import SqliteStore
 from mesh_core.testing import faults
 from tests.conftest import config_for
 

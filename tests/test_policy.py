@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from mesh_core.errors import ErrorKind
-from mesh_core.policy import FailOver, Failure, Raise, Retry, RetryPolicy, decide
+from mesh_core._errors import ErrorKind
+from mesh_core._policy import FailOver, Failure, Raise, Retry, RetryPolicy, decide
 
 JITTER = RetryPolicy(max_attempts=3, backoff="exponential_jitter", initial_delay=0.1, max_delay=2.0)
 FIXED = RetryPolicy(max_attempts=3, backoff="fixed", initial_delay=0.1, max_delay=2.0)
@@ -82,7 +82,7 @@ def test_huge_try_counts_do_not_overflow():
 
 
 def test_the_policy_of_a_config_and_a_request_override():
-    from mesh_core.config import RetryConfig
+    from mesh_core._config import RetryConfig
 
     config = RetryConfig()
     assert RetryPolicy.of(config).max_attempts == config.max_attempts

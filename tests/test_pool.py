@@ -3,13 +3,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mesh_core.assembly import build_model, build_pools
-from mesh_core.capabilities import CapabilityTree
-from mesh_core.clock import ManualClock
-from mesh_core.config import load_config
-from mesh_core.errors import NoAvailableModelError, ServerError
-from mesh_core.events import EventEmitter, EventType
-from mesh_core.pool import CapabilityPool, Model, PoolState, RotationPolicy
+from mesh_core._assembly import build_model, build_pools
+from mesh_core._capabilities import CapabilityTree
+from mesh_core._clock import ManualClock
+from mesh_core._config import load_config
+from mesh_core._errors import NoAvailableModelError, ServerError
+from mesh_core._events import EventEmitter, EventType
+from mesh_core._pool import CapabilityPool, Model, PoolState, RotationPolicy
 from tests.helpers import req
 
 T0 = datetime(2026, 1, 7, 12, tzinfo=UTC).timestamp()  # a Wednesday

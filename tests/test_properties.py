@@ -5,18 +5,17 @@ from __future__ import annotations
 import string
 import zlib
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mesh_core.clock import ManualClock
-from mesh_core.config import load_config
-from mesh_core.errors import ConfigurationError, NoAvailableModelError, ProviderError
-from mesh_core.providers.base import sse_chunks
-from mesh_core.providers.decoding import BodyDecoder
-from mesh_core.providers.wire import SSEDecoder, classify_error, parse_chunk, parse_completion
-from mesh_core.state import ModelSnapshot
+from mesh_core._clock import ManualClock
+from mesh_core._config import load_config
+from mesh_core._errors import ConfigurationError, NoAvailableModelError, ProviderError
+from mesh_core._state import ModelSnapshot
+from mesh_core._types import CompletionChunk, CompletionRequest
+from mesh_core.providers._base import sse_chunks
+from mesh_core.providers._decoding import BodyDecoder
+from mesh_core.providers._wire import SSEDecoder, classify_error, parse_chunk, parse_completion
 from mesh_core.strategies import SHIPPED_STRATEGIES, StrategyOptions
-from mesh_core.types import CompletionChunk, CompletionRequest
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

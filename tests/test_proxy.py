@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.config import load_config
-from mesh_core.errors import ConfigurationError
+from mesh_core._config import load_config
+from mesh_core._errors import ConfigurationError
 from tests.conftest import config_for
 
 _HOP_BY_HOP = {"connection", "proxy-authorization", "proxy-connection", "keep-alive", "host"}

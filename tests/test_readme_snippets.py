@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mesh_core.config import load_config
-from mesh_core.shared import forget_shared_meshes
+from mesh_core._config import load_config
+from mesh_core._shared import forget_shared_meshes
 from mesh_core.testing import FaultServer
 
 ROOT = Path(__file__).resolve().parents[1]

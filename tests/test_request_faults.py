@@ -7,7 +7,7 @@ import time
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.errors import (
+from mesh_core._errors import (
     AllProvidersExhaustedError,
     BadRequestError,
     ContentPolicyError,

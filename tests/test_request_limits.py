@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.errors import AllProvidersExhaustedError, NoAvailableModelError
-from mesh_core.mesh import InvalidRequestError
+from mesh_core._errors import AllProvidersExhaustedError, NoAvailableModelError
+from mesh_core._mesh import InvalidRequestError
 from mesh_core.testing import faults
 from tests.conftest import MODES, complete, config_for
 

@@ -10,16 +10,16 @@ from collections import Counter
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.clock import ManualClock
-from mesh_core.errors import (
+from mesh_core._clock import ManualClock
+from mesh_core._errors import (
     AllProvidersExhaustedError,
     NoAvailableModelError,
     NoCapableModelError,
     RoutingError,
     UnknownPoolError,
 )
-from mesh_core.events import EventType
-from mesh_core.mesh import InvalidRequestError
+from mesh_core._events import EventType
+from mesh_core._mesh import InvalidRequestError
 from mesh_core.testing import faults
 from tests.conftest import MODES, _close_loop_pools, complete, config_for
 

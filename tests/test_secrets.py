@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from mesh_core.cli import main
-from mesh_core.config import load_config
-from mesh_core.errors import ConfigurationError
+from mesh_core._cli import main
+from mesh_core._config import load_config
+from mesh_core._errors import ConfigurationError
 from tests.conftest import config_for
 
 API = "sk-live-APIKEY-0123456789"

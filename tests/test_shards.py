@@ -1,4 +1,4 @@
-"""A provider's connection pool split over several transports (mesh_core.providers.shards):
+"""A provider's connection pool split over several transports (mesh_core.providers._shards):
 light traffic stays on one warm connection, concurrent traffic spreads, and every lease is
 given back whatever happens to the request."""
 
@@ -12,8 +12,8 @@ import time
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.errors import ModelMeshError
-from mesh_core.providers.shards import shard_limits
+from mesh_core._errors import ModelMeshError
+from mesh_core.providers._shards import shard_limits
 from mesh_core.testing import faults
 from tests.conftest import config_for
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.errors import MeshClosedError, ModelMeshError
+from mesh_core._errors import MeshClosedError, ModelMeshError
 from mesh_core.testing import faults
 from tests.conftest import config_for
 

@@ -17,7 +17,7 @@ import threading
 import time
 
 from mesh_core import Mesh
-from mesh_core.errors import StreamInterruptedError
+from mesh_core._errors import StreamInterruptedError
 from mesh_core.testing import FaultServer, faults
 from tests.conftest import config_for
 

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from mesh_core.clock import ManualClock
-from mesh_core.errors import ErrorKind, RateLimitError, ServerError
-from mesh_core.state import ACTIVE, STANDBY, ModelState, StateLimits
+from mesh_core._clock import ManualClock
+from mesh_core._errors import ErrorKind, RateLimitError, ServerError
+from mesh_core._state import ACTIVE, STANDBY, ModelState, StateLimits
 
 
 def test_seed_fields_and_defaults():

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.clock import ManualClock
-from mesh_core.config import load_config
-from mesh_core.stores import PersistedState, StateStore, StateStoreError, Usage
-from mesh_core.stores.redis import RedisStore
-from mesh_core.stores.sqlite import SqliteStore
+from mesh_core._clock import ManualClock
+from mesh_core._config import load_config
+from mesh_core.stores import PersistedState, StateStore, StateStoreError, UsageCounters
+from mesh_core.stores._redis import RedisStore
+from mesh_core.stores._sqlite import SqliteStore
 from mesh_core.testing import faults
 from tests.conftest import MODES, _close_loop_pools, complete, config_for
 
@@ -163,11 +163,11 @@ class _BrokenStore(StateStore):
 
     def add_usage(self, *args):
         self._maybe_raise(RuntimeError("boom"))
-        return Usage()
+        return UsageCounters()
 
     def get_usage(self, *args):
         self._maybe_raise(ZeroDivisionError("boom"))
-        return Usage()
+        return UsageCounters()
 
     def publish_status(self, *args):
         self._maybe_raise(RuntimeError("boom"))
@@ -419,9 +419,9 @@ def test_a_resent_addition_counts_once(redis_url):
     store = RedisStore(redis_url, key_prefix=f"t{uuid.uuid4().hex[:8]}:")
     first = store.add_usage("m", 0.0, 0.0, 1, 10, 0.5, token="t1")
     again = store.add_usage("m", 0.0, 0.0, 1, 10, 0.5, token="t1")
-    assert first == again == Usage(1, 10, 0.5)
-    assert store.add_usage("m", 0.0, 0.0, 1, 10, 0.5, token="t2") == Usage(2, 20, 1.0)
-    assert store.add_usage("m", 0.0, 0.0, 1, 10, 0.5) == Usage(3, 30, 1.5)
+    assert first == again == UsageCounters(1, 10, 0.5)
+    assert store.add_usage("m", 0.0, 0.0, 1, 10, 0.5, token="t2") == UsageCounters(2, 20, 1.0)
+    assert store.add_usage("m", 0.0, 0.0, 1, 10, 0.5) == UsageCounters(3, 30, 1.5)
     store.close()
 
 

@@ -2,8 +2,8 @@ from collections import Counter
 
 import pytest
 
-from mesh_core.clock import ManualClock
-from mesh_core.errors import NoAvailableModelError, SessionModelUnavailableError
+from mesh_core._clock import ManualClock
+from mesh_core._errors import NoAvailableModelError, SessionModelUnavailableError
 from mesh_core.strategies import (
     SHIPPED_STRATEGIES,
     BalanceMode,

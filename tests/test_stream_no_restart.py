@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh_core.errors import StreamInterruptedError
+from mesh_core._errors import StreamInterruptedError
 from mesh_core.testing import faults
 from tests.conftest import MODES, stream
 

@@ -1,4 +1,4 @@
-"""A healthy stream is never cut (mesh_core.providers.streams, .watchdog, .base.StreamTimer).
+"""A healthy stream is never cut (mesh_core.providers._streams, .watchdog, .base.StreamTimer).
 
 Each read of a stream is held to its deadline by the read itself (a blocking read's capped
 timeout, sync; a ReadDeadline, async), so no checker on another thread can fail a read that
@@ -24,11 +24,10 @@ import httpx
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.providers import OpenAICompatibleProvider, Timeouts
-from mesh_core.providers import openai_compat as compat
-from mesh_core.providers.base import StreamTimer
+from mesh_core._types import CompletionChunk, CompletionRequest
+from mesh_core.providers import OpenAICompatibleProvider, Timeouts, _openai_compat as compat
+from mesh_core.providers._base import StreamTimer
 from mesh_core.testing import FaultServer, faults
-from mesh_core.types import CompletionChunk, CompletionRequest
 from tests.conftest import MODES
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 
 from mesh_core import Mesh
-from mesh_core.errors import ContentPolicyError
+from mesh_core._errors import ContentPolicyError
 from mesh_core.testing import faults
 from tests.conftest import config_for
 
@@ -94,7 +94,7 @@ class _SpanSpy:
 
 async def test_the_attempt_span_is_current_during_the_call(servers, spans):
     """So spans made inside the call (an httpx instrumentation's) nest under the attempt."""
-    from mesh_core.config import load_config
+    from mesh_core._config import load_config
     from mesh_core.providers import create_provider
 
     cfg = load_config(config_for(servers))

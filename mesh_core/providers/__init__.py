@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import AsyncProviderStream, Limits, Provider, ProviderReply, ProviderStream, Timeouts
-from .openai_compat import OpenAICompatibleProvider
-from .wire import RateLimitInfo
+from ._base import AsyncProviderStream, Limits, Provider, ProviderReply, ProviderStream, Timeouts
+from ._openai_compat import OpenAICompatibleProvider
+from ._wire import RateLimitInfo
 
 __all__ = [
     "AsyncProviderStream",

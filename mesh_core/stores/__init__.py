@@ -8,15 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import PersistedState, StateStore, StateStoreError, Usage
-from .memory import MemoryStore
+from ._base import PersistedState, StateStore, StateStoreError, UsageCounters
+from ._memory import MemoryStore
 
 __all__ = [
     "MemoryStore",
     "PersistedState",
     "StateStore",
     "StateStoreError",
-    "Usage",
+    "UsageCounters",
     "create_store",
     "open_store",
     "quarantine",
@@ -69,15 +69,15 @@ def create_store(config: Any, *, read_only: bool = False) -> StateStore:
     if backend == "memory":
         return MemoryStore()
     if backend == "json":
-        from .jsonfile import JsonFileStore
+        from ._jsonfile import JsonFileStore
 
         return JsonFileStore(config.path or "modelmesh-state.json", read_only=read_only)
     if backend == "sqlite":
-        from .sqlite import SqliteStore
+        from ._sqlite import SqliteStore
 
         return SqliteStore(config.path or "modelmesh-state.db", timeout=timeout)
     if backend == "redis":
-        from .redis import RedisStore
+        from ._redis import RedisStore
 
         url = config.url.get_secret_value() if config.url else "redis://127.0.0.1:6379/0"
         return RedisStore(url, key_prefix=config.key_prefix, timeout=timeout)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from .base import BalanceMode, SelectionResult, SelectionStrategy, StrategyOptions, priority_score
-from .cost import CostFirstStrategy
-from .latency import LatencyFirstStrategy
-from .load_balanced import LoadBalancedStrategy
-from .priority import PrioritySelectionStrategy, StickUntilFailureStrategy
-from .rate_limit import RateLimitAwareStrategy
-from .registry import create_strategy, known_strategies, register_strategy, resolve_strategy_id
-from .round_robin import RoundRobinStrategy
-from .session import SessionStickinessStrategy
+from ._base import BalanceMode, SelectionResult, SelectionStrategy, StrategyOptions, priority_score
+from ._cost import CostFirstStrategy
+from ._latency import LatencyFirstStrategy
+from ._load_balanced import LoadBalancedStrategy
+from ._priority import PrioritySelectionStrategy, StickUntilFailureStrategy
+from ._rate_limit import RateLimitAwareStrategy
+from ._registry import create_strategy, known_strategies, register_strategy, resolve_strategy_id
+from ._round_robin import RoundRobinStrategy
+from ._session import SessionStickinessStrategy
 
 DEFAULT_STRATEGY = StickUntilFailureStrategy.strategy_id
 

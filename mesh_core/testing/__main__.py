@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from ..cli import CommandError, start_fault_server
+from .._cli import CommandError, start_fault_server
 from .faults import KINDS
 
 _EPILOG = f"""\

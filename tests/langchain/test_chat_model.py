@@ -17,8 +17,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
-from mesh_core.errors import ConfigurationError, StreamInterruptedError, UnknownPoolError
-from mesh_core.shared import forget_shared_meshes
+from mesh_core._errors import ConfigurationError, StreamInterruptedError, UnknownPoolError
+from mesh_core._shared import forget_shared_meshes
 from mesh_core.testing import faults
 from modelmesh_langchain import MeshChatModel
 from tests.conftest import config_for

@@ -34,10 +34,10 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import LLMResult
 from langchain_core.prompts import ChatPromptTemplate
 
-from mesh_core import errors
-from mesh_core.errors import StreamInterruptedError, UnknownPoolError
-from mesh_core.mesh import InvalidRequestError
-from mesh_core.shared import forget_shared_meshes
+from mesh_core import _errors as errors
+from mesh_core._errors import StreamInterruptedError, UnknownPoolError
+from mesh_core._mesh import InvalidRequestError
+from mesh_core._shared import forget_shared_meshes
 from mesh_core.testing import faults
 from modelmesh_langchain import MeshChatModel
 from tests.conftest import config_for
@@ -314,7 +314,7 @@ def test_mesh_errors_are_langchain_typed_errors(cfg, servers, fault, mesh_type, 
         else:
             asyncio.run(llm.ainvoke("hi"))
     err = ei.value
-    assert isinstance(err, mesh_type)  # `except mesh_core.errors.X` still works
+    assert isinstance(err, mesh_type)  # `except mesh_core._errors.X` still works
     assert isinstance(err, errors.ModelMeshError)
     assert pickle.loads(pickle.dumps(err)).args == err.args
 

@@ -27,7 +27,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
 
-from mesh_core.shared import forget_shared_meshes
+from mesh_core._shared import forget_shared_meshes
 from mesh_core.testing import faults
 from modelmesh_langchain import MeshChatModel
 from tests.conftest import config_for

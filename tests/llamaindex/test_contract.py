@@ -22,8 +22,8 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.storage.chat_store import SimpleChatStore
 
-from mesh_core.errors import StreamInterruptedError, UnknownPoolError
-from mesh_core.shared import forget_shared_meshes
+from mesh_core._errors import StreamInterruptedError, UnknownPoolError
+from mesh_core._shared import forget_shared_meshes
 from mesh_core.testing import faults
 from modelmesh_llamaindex import MeshLLM
 from tests.conftest import config_for

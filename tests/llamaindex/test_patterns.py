@@ -23,7 +23,7 @@ from llama_index.core.tools import FunctionTool, QueryEngineTool
 from llama_index.core.workflow import Context
 from pydantic import BaseModel
 
-from mesh_core.shared import forget_shared_meshes
+from mesh_core._shared import forget_shared_meshes
 from mesh_core.testing import faults
 from modelmesh_llamaindex import MeshLLM
 from tests.conftest import config_for

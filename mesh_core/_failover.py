@@ -1,0 +1,234 @@
+"""The failover loop: select -> call -> record -> evaluate -> maybe fail over.
+
+It is written once, as a generator (:meth:`Flight.plan`) that yields *effects*
+(:class:`Call` a provider, :class:`Sleep` a while) and receives their
+:class:`Outcome`. The sync driver performs effects with blocking calls, the async
+driver awaits them; neither holds any routing logic. All state changes happen in
+:class:`~mesh_core._router.Router`, under the mesh's lock, so many threads and tasks can
+share a mesh.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any
+
+from ._effects import Blocking, Call, Effect, Outcome, Sleep
+from ._errors import (
+    AllProvidersExhaustedError,
+    ContextWindowExceededError,
+    ErrorKind,
+    NoAvailableModelError,
+    ProviderError,
+    provider_error,
+)
+from ._events import EventType
+from ._needs import estimate_usage
+from ._policy import Raise, Retry
+from ._pool import CapabilityPool, Model
+from ._router import Router
+from ._types import Attempt, CompletionRequest, CompletionResponse
+from .providers._base import ProviderReply, Timeouts
+
+__all__ = ["Blocking", "Call", "Flight", "Outcome", "Sleep"]
+
+
+class Flight:
+    """One request's journey through a pool. ``plan`` is the whole failover loop."""
+
+    def __init__(
+        self,
+        router: Router,
+        pool: CapabilityPool,
+        request: CompletionRequest,
+        *,
+        stream: bool,
+        exclude: set[str] | None = None,
+        attempts: list[Attempt] | None = None,
+    ) -> None:
+        self.router = router
+        self.pool = pool
+        self.request = request
+        self.stream = stream
+        self.attempts: list[Attempt] = list(attempts or ())
+        self.initial_exclude: set[str] = set(exclude or ())
+        self.span: Any = None
+
+    def plan(self) -> Generator[Effect, Outcome | None, Any]:
+        """Yield effects until a model answers. Returns ``(model, reply, latency)``."""
+        self.span = self.router.tracing.start_request(self.pool.name, self.request)
+        try:
+            return (yield from self._attempts())
+        except BaseException as exc:
+            self.end_span(error=exc)
+            raise
+
+    def end_span(self, **fields: Any) -> None:
+        """End the request's span once (response, end of stream, or error)."""
+        span, self.span = self.span, None
+        self.router.tracing.end_request(span, **fields)
+
+    def _attempts(self) -> Generator[Effect, Outcome | None, Any]:
+        router, pool, request = self.router, self.pool, self.request
+        with router.lock:
+            pool.total_requests += 1
+        eligible = router.eligibility(pool, request)
+        max_attempts = None if request.max_retries is None else request.max_retries + 1
+        exclude: set[str] = set(self.initial_exclude)
+        last_error: BaseException | None = None
+        previous: Model | None = None
+        waited = 0.0
+        while True:
+            try:
+                model = yield from router.choose(
+                    pool, request, exclude, eligible, len(self.attempts) + 1
+                )
+            except NoAvailableModelError as exc:
+                if last_error is not None:
+                    raise self._exhausted(last_error, exc) from last_error
+                delay = router.recovery_wait(pool, exc, waited)
+                if delay is None:
+                    router.emitter.emit(EventType.POOL_EXHAUSTED, pool_id=pool.name)
+                    raise
+                waited += delay
+                yield Sleep(delay)
+                continue
+            if previous is not None and previous is not model:
+                router.emitter.emit(
+                    EventType.MODEL_ROTATED,
+                    model_id=model.id,
+                    provider_id=model.provider_id,
+                    pool_id=pool.name,
+                    previous=previous.id,
+                    reason=type(last_error).__name__,
+                )
+            tries = 0
+            while True:
+                tries += 1
+                span = router.tracing.start_attempt(
+                    self.span, model.id, model.provider_id, model.name, len(self.attempts) + 1
+                )
+                call = Call(
+                    router.providers[model.provider_id],
+                    model,
+                    request,
+                    self._timeouts(model),
+                    self.stream,
+                    span,
+                )
+                start = time.perf_counter()
+                try:
+                    outcome = yield call
+                except GeneratorExit as exc:
+                    router.tracing.end_attempt(span, exc)
+                    router.release(model)
+                    raise
+                latency = time.perf_counter() - start
+                err = outcome.error if outcome is not None else None
+                router.tracing.end_attempt(span, err)
+                if err is None:
+                    self.attempts.append(Attempt(model.id, model.provider_id, "success", latency))
+                    return model, outcome.value, latency  # type: ignore[union-attr]
+                self._note(model, err, latency)
+                decision = router.failed(
+                    pool, model, err, latency, tries, max_attempts=max_attempts
+                )
+                if isinstance(decision, Raise):
+                    raise err
+                if isinstance(decision, Retry):
+                    router.emitter.emit(
+                        EventType.RETRY_ATTEMPTED,
+                        model_id=model.id,
+                        provider_id=model.provider_id,
+                        pool_id=pool.name,
+                        delay=decision.delay,
+                        attempt=tries + 1,
+                    )
+                    yield Sleep(decision.delay)
+                    with router.lock:
+                        model.in_flight += 1
+                    continue
+                exclude.add(model.id)
+                if decision.smaller_windows_too and model.context_window:
+                    exclude.update(
+                        m.id
+                        for m in pool.models
+                        if m.context_window is not None and m.context_window <= model.context_window
+                    )
+                last_error, previous = err, model
+                break
+
+    def _timeouts(self, model: Model) -> Timeouts:
+        timeouts = self.router.timeouts[model.id]
+        cap = self.request.timeout
+        if cap is None:
+            return timeouts
+        return Timeouts(
+            *(
+                min(t, cap)
+                for t in (timeouts.connect, timeouts.first_token, timeouts.stall, timeouts.total)
+            )
+        )
+
+    def _note(self, model: Model, err: BaseException, latency: float) -> None:
+        kind = err.kind.value if isinstance(err, ProviderError) else ErrorKind.CONNECTION.value
+        self.attempts.append(
+            Attempt(
+                model.id,
+                model.provider_id,
+                kind,
+                latency,
+                status_code=getattr(err, "status_code", None),
+                error=str(err)[:200],
+            )
+        )
+
+    def _exhausted(self, last_error: BaseException, none_left: NoAvailableModelError) -> Exception:
+        pool = self.pool
+        self.router.emitter.emit(
+            EventType.POOL_EXHAUSTED, pool_id=pool.name, attempts=len(self.attempts)
+        )
+        if isinstance(last_error, ContextWindowExceededError):
+            return last_error
+        tried = ", ".join(f"{a.model_id} ({a.outcome})" for a in self.attempts)
+        ruled_out = none_left.details.get("not_capable") or {}
+        not_capable = "".join(f"; not capable: {m} ({why})" for m, why in ruled_out.items())
+        return AllProvidersExhaustedError(
+            f"every model of pool {pool.name!r} that can serve this request failed: {tried}"
+            f"{not_capable}; last error: {last_error}"
+            if ruled_out
+            else f"every model of pool {pool.name!r} failed: {tried}; last error: {last_error}",
+            pool_name=pool.name,
+            attempts=list(self.attempts),
+            last_error=last_error,
+        )
+
+    def response(self, model: Model, reply: ProviderReply, latency: float) -> CompletionResponse:
+        """Record the success of a non-streaming answer and build the response."""
+        parsed = reply.response
+        usage = parsed.usage
+        if usage is None:  # not reported, or not believable: estimated, never zero
+            answer = (parsed.content or "") + "".join(t.arguments for t in parsed.tool_calls)
+            usage = estimate_usage(self.request, answer)
+        usage, cost = self.router.succeeded(self.pool, model, usage, latency, reply.rate_limits)
+        response = CompletionResponse(
+            id=parsed.id,
+            model=model.id,
+            provider=model.provider_id,
+            content=parsed.content,
+            tool_calls=parsed.tool_calls,
+            finish_reason=parsed.finish_reason,
+            usage=usage,
+            pool=self.pool.name,
+            provider_model=parsed.provider_model,
+            attempts=list(self.attempts),
+            cost=cost,
+            created=parsed.created,
+        )
+        self.end_span(model=model.id, usage=usage, finish_reason=parsed.finish_reason)
+        return response
+
+
+def stream_ended_early(model: Model) -> ProviderError:
+    return provider_error(ErrorKind.CONNECTION, f"stream from {model.id} ended before any token")

@@ -1,0 +1,353 @@
+"""Decisions the request path takes under the mesh's lock.
+
+:class:`Router` is where state changes: choosing a model (and marking it in flight),
+recording a success (usage, cost, rate-limit headroom, deactivation by limit) or a
+failure (the error window, standby, a provider shut out for refused credentials).
+What follows a failure (retry, fail over, raise) is then a pure decision of
+:mod:`.policy`. The failover loop in :mod:`.routing` calls these and nothing else
+touches state.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+from . import _lifecycle as lifecycle
+from ._clock import Clock
+from ._config import RetryConfig
+from ._effects import Blocking, Effect, Outcome
+from ._errors import (
+    CALLER_KINDS,
+    ErrorKind,
+    NoAvailableModelError,
+    NoCapableModelError,
+    ProviderError,
+    RoutingError,
+)
+from ._evaluators import DeactivationReason, counts_against_model
+from ._events import EventEmitter, EventType
+from ._lifecycle import Move
+from ._needs import RequestNeeds, is_plain_text, needs_of
+from ._policy import Decision, Failure, RetryPolicy, decide
+from ._pool import CapabilityPool, Model
+from ._state import ACTIVE
+from ._tracing import Tracing
+from ._types import CompletionRequest, Usage
+from .providers._base import Provider, Timeouts
+from .providers._wire import RateLimitInfo
+
+if TYPE_CHECKING:
+    from ._metrics import Metrics
+    from ._persistence import StateKeeper
+
+__all__ = ["PoolSettings", "Router"]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Per-pool request-path settings (from the pool's configuration)."""
+
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    wait_for_recovery: float = 0.0
+    stream_recovery: str = "raise"
+
+
+class Router:
+    """The state-touching decisions of the request path, each taken under the mesh lock."""
+
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, Model],
+        providers: Mapping[str, Provider],
+        timeouts: Mapping[str, Timeouts],
+        settings: Mapping[str, PoolSettings],
+        emitter: EventEmitter,
+        clock: Clock,
+        lock: threading.RLock,
+    ) -> None:
+        self.models = models
+        self.providers = providers
+        self.timeouts = timeouts
+        self.settings = settings
+        self.emitter = emitter
+        self.clock = clock
+        self.lock = lock
+        self.keeper: StateKeeper | None = None
+        self.tracing = Tracing("off")
+        self.metrics: Metrics | None = None
+        self._rng = random.Random()
+        self._policies: dict[tuple[str, int | None], RetryPolicy] = {}
+
+    # --- selection ------------------------------------------------------------
+    def eligibility(
+        self, pool: CapabilityPool, request: CompletionRequest
+    ) -> Callable[[Model], str | None] | None:
+        """A filter for the models that can serve ``request`` (None: every model can).
+
+        Raises NoCapableModelError, naming what ruled each model out, when none can.
+        """
+        pin = request.pinned_model
+        smallest = pool.min_context_window
+        if pin is None and smallest is None and is_plain_text(request):
+            return None  # the common case, decided without estimating tokens
+        needs: RequestNeeds = needs_of(request)
+        if pin is None and not needs.special and (smallest is None or needs.tokens <= smallest):
+            return None  # decided without looking at every member
+        members = pool.models
+        if pin is not None and not any(m.id == pin for m in members):
+            raise RoutingError(
+                f"model {pin!r} is not a member of pool {pool.name!r} "
+                f"(members: {', '.join(m.id for m in members)})",
+                pool_name=pool.name,
+            )
+
+        def unmet(model: Model) -> str | None:
+            if pin is not None and model.id != pin:
+                return f"not the pinned model {pin!r}"
+            return needs.unmet(model)
+
+        reasons = {m.id: r for m in members if (r := unmet(m)) is not None}
+        if members and len(reasons) == len(members):
+            detail = "; ".join(f"{mid}: {why}" for mid, why in reasons.items())
+            raise NoCapableModelError(
+                f"no model of pool {pool.name!r} can serve this request ({detail})",
+                pool_name=pool.name,
+                reasons=reasons,
+            )
+        return unmet
+
+    def choose(
+        self,
+        pool: CapabilityPool,
+        request: CompletionRequest,
+        exclude: set[str],
+        eligible: Callable[[Model], str | None] | None,
+        attempt: int,
+    ) -> Generator[Effect, Outcome | None, Model]:
+        """Pick a model and mark it in flight. With limits kept in a shared store, the
+        counters of every process are read first (a :class:`Blocking` effect: the
+        async driver keeps that read off the event loop)."""
+        keeper = self.keeper
+        limited = keeper is not None and keeper.shared and _has_limits(pool)
+        while True:
+            with self.lock:
+                model, result = pool.choose(request, exclude=exclude, eligible=eligible)
+                model.in_flight += 1
+            if not limited:
+                break
+            try:
+                yield Blocking(partial(keeper.pull_usage, model))  # type: ignore[union-attr]
+            except BaseException:  # cancelled while reading the store
+                self.release(model)
+                raise
+            with self.lock:
+                reason = pool.rotation_policy.deactivation.get_reason(
+                    model.snapshot(self.clock.time())
+                )
+                if reason is None:
+                    break
+                model.in_flight -= 1
+                pool.deactivate(model, reason)
+        self.emitter.emit(
+            EventType.REQUEST_ROUTED,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=pool.name,
+            attempt=attempt,
+            reason=result.reason,
+        )
+        return model
+
+    def recovery_wait(
+        self, pool: CapabilityPool, exc: NoAvailableModelError, waited: float
+    ) -> float | None:
+        """How long to wait for the pool's earliest recovery, if the pool allows it."""
+        limit = self.settings[pool.name].wait_for_recovery
+        if limit <= 0 or exc.recovers_at is None:
+            return None
+        delay = max(0.0, exc.recovers_at - self.clock.time()) + 0.01
+        return delay if waited + delay <= limit else None
+
+    # --- outcomes ----------------------------------------------------------------
+    def succeeded(
+        self,
+        pool: CapabilityPool,
+        model: Model,
+        usage: Usage | None,
+        latency: float,
+        rate_limits: RateLimitInfo | None,
+        *,
+        release: bool = True,
+    ) -> tuple[Usage, float]:
+        """Record a success; returns the usage counted (estimated if unreported) and its cost.
+
+        The model leaves ``in_flight`` first, whatever happens next; the state store is
+        told afterwards, outside the lock, and cannot fail the request.
+        """
+        try:
+            usage = usage or Usage()
+            cost = model.cost(usage)
+            with self.lock:
+                if release:
+                    model.in_flight -= 1
+                    release = False
+                now = self.clock.time()
+                st = model.state
+                deact = pool.rotation_policy.deactivation
+                deact.policy.roll_periods(st, now)
+                st.record_success(latency, usage.total_tokens, cost, now=now)
+                if st.probation:
+                    lifecycle.apply(st, Move.PASS_TRIAL, now=now, mono=self.clock.monotonic())
+                periods = (st.quota_period_start or 0.0, st.budget_period_start or 0.0)
+                _apply_rate_limits(model, rate_limits)
+                model.changed()
+                reason = deact.get_reason(model.snapshot(now)) if st.status == ACTIVE else None
+                if reason is not None:
+                    pool.deactivate(model, reason, now=now)
+        finally:
+            if release:
+                self.release(model)
+        if self.keeper is not None:
+            self.keeper.after_request(model, pool, usage=(*periods, usage.total_tokens, cost))
+        if self.metrics is not None:
+            self.metrics.success(pool.name, model.id, latency, usage.total_tokens, cost)
+        self.emitter.emit(
+            EventType.REQUEST_SUCCESS,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=pool.name,
+            latency=latency,
+            tokens=usage.total_tokens,
+            cost=cost,
+        )
+        return usage, cost
+
+    def failed(
+        self,
+        pool: CapabilityPool,
+        model: Model,
+        err: BaseException,
+        latency: float,
+        tries: int,
+        *,
+        max_attempts: int | None = None,
+        release: bool = True,
+    ) -> Decision:
+        """Record a failed attempt, then decide what follows (see :mod:`.policy`)."""
+        still_active = self.broke(pool, model, err, latency, tries, release=release)
+        retry = self.settings[pool.name].retry
+        policy = self._policies.get((pool.name, max_attempts))
+        if policy is None:
+            policy = self._policies[pool.name, max_attempts] = RetryPolicy.of(retry, max_attempts)
+        failure = Failure(_kind(err), tries, getattr(err, "retry_after", None), still_active)
+        return decide(failure, policy, self._rng)
+
+    def broke(
+        self,
+        pool: CapabilityPool,
+        model: Model,
+        err: BaseException,
+        latency: float,
+        attempt: int,
+        *,
+        release: bool = True,
+    ) -> bool:
+        """Apply a failure to the state (the one place that does): release the model, count
+        the failure against it when it is its fault, take it (or, for refused credentials,
+        its whole provider) out of rotation when a threshold is crossed. Returns whether
+        the model is still active. Streams broken after their first token end here."""
+        kind = _kind(err)
+        if self.metrics is not None:
+            self.metrics.failure(pool.name, model.id, kind.value)
+        self.emitter.emit(
+            EventType.REQUEST_FAILURE,
+            model_id=model.id,
+            provider_id=model.provider_id,
+            pool_id=pool.name,
+            kind=kind.value,
+            status_code=getattr(err, "status_code", None),
+            error=str(err),
+            latency=latency,
+            attempt=attempt,
+        )
+        if kind in CALLER_KINDS:  # the request's fault: the model's state does not move
+            if release:
+                self.release(model)
+            return True
+        try:
+            return self._apply_failure(pool, model, err, kind, release)
+        finally:
+            if self.keeper is not None:  # outside the lock; never raises
+                self.keeper.after_request(model, pool)
+
+    def _apply_failure(
+        self, pool: CapabilityPool, model: Model, err: BaseException, kind: ErrorKind, release: bool
+    ) -> bool:
+        with self.lock:
+            if release:  # first, so that no later failure can leave the model in flight
+                model.in_flight -= 1
+            if kind is ErrorKind.CONTEXT_WINDOW:
+                return True  # the request's fault, not the model's
+            if kind is ErrorKind.AUTHENTICATION:
+                self._deactivate_provider(model.provider_id, pool)
+                return False
+            now = self.clock.time()
+            st = model.state
+            deact = pool.rotation_policy.deactivation
+            deact.policy.roll_periods(st, now)
+            if counts_against_model(err, deact.policy):
+                st.record_failure(err, now=now)
+            model.changed()
+            if st.status == ACTIVE:
+                reason = deact.get_reason(model.snapshot(now))
+                if reason is not None:
+                    pool.deactivate(model, reason, now=now)
+            return st.status == ACTIVE
+
+    def release(self, model: Model) -> None:
+        with self.lock:
+            model.in_flight -= 1
+
+    def _deactivate_provider(self, provider_id: str, pool: CapabilityPool) -> None:
+        """An authentication failure takes every model of the provider out of rotation."""
+        affected = []
+        for m in self.models.values():
+            if m.provider_id == provider_id and m.state.status == ACTIVE:
+                (m.pools[0] if m.pools else pool).deactivate(
+                    m, DeactivationReason.AUTHENTICATION_FAILED
+                )
+                affected.append(m.id)
+        self.emitter.emit(
+            EventType.PROVIDER_DEACTIVATED,
+            provider_id=provider_id,
+            pool_id=pool.name,
+            reason=DeactivationReason.AUTHENTICATION_FAILED.value,
+            models=affected,
+        )
+
+
+def _kind(err: BaseException) -> ErrorKind:
+    return err.kind if isinstance(err, ProviderError) else ErrorKind.CONNECTION
+
+
+def _has_limits(pool: CapabilityPool) -> bool:
+    p = pool.rotation_policy.deactivation.policy
+    return p.request_limit is not None or p.token_limit is not None or p.budget_limit is not None
+
+
+def _apply_rate_limits(model: Model, info: RateLimitInfo | None) -> None:
+    if info is None:
+        return
+    st = model.state
+    st.requests_limit = info.requests_limit
+    st.requests_remaining = info.requests_remaining
+    st.tokens_limit = info.tokens_limit
+    st.tokens_remaining = info.tokens_remaining
+    st.touch()
+    model.changed()

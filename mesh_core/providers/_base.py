@@ -1,0 +1,194 @@
+"""The provider interface and what every provider shares: timeouts, replies, stream timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, runtime_checkable
+
+from .._errors import ProviderTimeoutError
+from .._types import CompletionChunk, CompletionRequest
+from ._wire import DONE, ParsedResponse, RateLimitInfo, SSEDecoder, parse_chunk
+
+__all__ = [
+    "AsyncProviderStream",
+    "Limits",
+    "Provider",
+    "ProviderReply",
+    "ProviderStream",
+    "StreamTimer",
+    "Timeouts",
+    "sse_chunks",
+    "total_expired",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Limits of one attempt, in seconds. ``first_token`` and ``total`` are wall-clock
+    deadlines, not socket timeouts: a server that trickles bytes, or sends interim
+    ``100 Continue`` responses forever, is held to them all the same."""
+
+    connect: float = 5.0
+    first_token: float = 30.0
+    """Streaming: until the first token arrives (the headers, and an error reply, too).
+    Non-streaming: not used (see ``total``)."""
+    stall: float = 30.0
+    """Streaming: the longest silence allowed between two chunks."""
+    total: float = 300.0
+    """The whole attempt: headers and body; for a non-streaming call, the complete answer."""
+
+    def merged(self, override: Any) -> Timeouts:
+        """These timeouts with the non-None fields of ``override`` (a TimeoutsConfig) applied."""
+        if override is None:
+            return self
+        changes = {
+            k: getattr(override, k)
+            for k in ("connect", "first_token", "stall", "total")
+            if getattr(override, k, None) is not None
+        }
+        return replace(self, **changes) if changes else self
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on what one provider may send back, in decompressed bytes
+    (``providers.<id>.limits``). Past one, the reply is a MalformedResponseError: it counts
+    against the model and the mesh fails over, so a hostile or broken provider costs one
+    attempt, never the process's memory."""
+
+    max_response_bytes: int = 32 << 20
+    """A whole answer, plain or streamed."""
+    max_error_bytes: int = 64 << 10
+    """Read of an error reply to classify it (the rest is never read, nor inflated)."""
+    max_sse_line_bytes: int = 4 << 20
+    """One line, and one event, of a stream."""
+
+    @classmethod
+    def of(cls, config: Any) -> Limits:
+        """From a ``LimitsConfig`` (or None: the defaults)."""
+        if config is None:
+            return cls()
+        return cls(
+            int(config.max_response_bytes),
+            int(config.max_error_bytes),
+            int(config.max_sse_line_bytes),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReply:
+    response: ParsedResponse
+    rate_limits: RateLimitInfo | None = None
+
+
+class StreamTimer:
+    """Deadlines of a streaming attempt: first token, then stall between chunks, and total,
+    all measured from ``start``, when the request was sent (not from before the connection
+    pools were built, or a connection made: that is this process's time, not the provider's).
+
+    Pure bookkeeping on a monotonic clock; the drivers turn :meth:`deadline` into the
+    capped timeout of a blocking read (sync) or a :class:`~.watchdog.ReadDeadline` (async).
+    """
+
+    __slots__ = ("_first", "_total_at", "got_token", "timeouts")
+
+    def __init__(self, timeouts: Timeouts, start: float | None = None) -> None:
+        start = time.monotonic() if start is None else start
+        self.timeouts = timeouts
+        self.got_token = False
+        self._first = start + timeouts.first_token
+        self._total_at = start + timeouts.total
+
+    def deadline(self, now: float) -> float:
+        """When the next read must have returned, measured from ``now`` (read start)."""
+        limit = self._first if not self.got_token else now + self.timeouts.stall
+        return min(limit, self._total_at)
+
+    def saw(self, chunk: CompletionChunk) -> None:
+        if chunk.has_token:
+            self.got_token = True
+
+    def expired(self, at: float) -> ProviderTimeoutError:
+        """The error for the deadline ``at`` (a value :meth:`deadline` returned) having passed.
+
+        Named by the deadline the read was armed with, not by the stream's state when the
+        error is built: a first-token deadline is never reported as a stall.
+        """
+        t = self.timeouts
+        if at >= self._total_at:
+            return total_expired(t)
+        if at == self._first:
+            return ProviderTimeoutError(
+                f"no first token within {t.first_token:g}s", timeout_seconds=t.first_token
+            )
+        return ProviderTimeoutError(f"stream stalled for {t.stall:g}s", timeout_seconds=t.stall)
+
+    @staticmethod
+    def opening_expired(timeouts: Timeouts) -> ProviderTimeoutError:
+        """The error for a stream whose headers did not come in time (the opening's deadline
+        is the first token's, or ``total`` when that is shorter)."""
+        timer = StreamTimer(timeouts, 0.0)
+        return timer.expired(timer.deadline(0.0))
+
+
+def total_expired(timeouts: Timeouts) -> ProviderTimeoutError:
+    """The error for an attempt past its ``total`` timeout."""
+    return ProviderTimeoutError(
+        f"no complete answer within {timeouts.total:g}s (total timeout)",
+        timeout_seconds=timeouts.total,
+    )
+
+
+def sse_chunks(decoder: SSEDecoder, raw: bytes | None) -> Iterator[CompletionChunk | None]:
+    """Chunks decoded from ``raw`` (None: end of stream); a None item means ``[DONE]``."""
+    events = decoder.close() if raw is None else decoder.feed(raw)
+    for data in events:
+        if data.strip() == DONE:
+            yield None
+            return
+        yield parse_chunk(data)
+
+
+class ProviderStream(Iterator[CompletionChunk]):
+    """A streaming answer. ``done`` tells whether the provider ended it with ``[DONE]``."""
+
+    rate_limits: RateLimitInfo | None = None
+    done: bool = False
+
+    def close(self) -> None: ...
+
+
+class AsyncProviderStream(AsyncIterator[CompletionChunk]):
+    rate_limits: RateLimitInfo | None = None
+    done: bool = False
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Calls one provider. Raises :class:`~mesh_core._errors.ProviderError` subclasses only."""
+
+    provider_id: str
+
+    def complete(
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
+    ) -> ProviderReply: ...
+
+    async def acomplete(
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
+    ) -> ProviderReply: ...
+
+    def stream(
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
+    ) -> ProviderStream: ...
+
+    async def astream(
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
+    ) -> AsyncProviderStream: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...

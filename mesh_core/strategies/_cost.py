@@ -1,0 +1,52 @@
+"""Cost-first: the cheapest model by per-token price."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+
+from .._state import ModelSnapshot
+from .._types import CompletionRequest
+from ._base import SelectionResult, SelectionStrategy, StrategyOptions
+
+__all__ = ["CostFirstStrategy"]
+
+_ID = attrgetter("model_id")
+
+
+class CostFirstStrategy(SelectionStrategy):
+    """Select the cheapest available model based on per-token pricing.
+
+    The effective price blends input and output prices by the expected share of
+    output tokens (``output_ratio``, 0.25 by default). Unpriced models rank last;
+    ties go to pool order. Re-evaluated on every request, so traffic returns to
+    the cheapest model as soon as it is back.
+    """
+
+    strategy_id = "modelmesh.cost-first.v1"
+
+    def __init__(self, options: StrategyOptions | None = None) -> None:
+        super().__init__(options)
+        self._price: dict[str, float] = {}
+        """Effective price per model (prices are static: computed once per model)."""
+
+    def select(
+        self, candidates: Sequence[ModelSnapshot], request: CompletionRequest
+    ) -> SelectionResult:
+        self._require(candidates)
+        price = self._price
+        ids = list(map(_ID, candidates))
+        try:
+            prices = list(map(price.__getitem__, ids))
+        except KeyError:
+            for c in candidates:
+                price.setdefault(c.model_id, -self.score(c, request))
+            prices = list(map(price.__getitem__, ids))
+        best = min(prices)
+        return self._result(candidates[prices.index(best)], -best, "cheapest")
+
+    def score(self, candidate: ModelSnapshot, request: CompletionRequest) -> float:
+        if candidate.input_price is None and candidate.output_price is None:
+            return float("-inf")
+        r = self.options.output_ratio
+        return -((candidate.input_price or 0.0) * (1 - r) + (candidate.output_price or 0.0) * r)
