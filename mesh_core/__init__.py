@@ -35,8 +35,14 @@ _EXPORTS: dict[str, str] = {
     "SelectionStrategy": "strategies",
     "SelectionResult": "strategies",
     "StrategyOptions": "strategies",
+    "StrategyContext": "strategies",
     "BalanceMode": "strategies",
     "register_strategy": "strategies",
+    # providers
+    "register_provider_type": "providers",
+    # state stores
+    "StateStore": "stores",
+    "register_store_backend": "stores",
     # what follows a failed attempt
     "decide": "_policy",
     "Decision": "_policy",
@@ -177,10 +183,18 @@ if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
         ToolCall as ToolCall,
         Usage as Usage,
     )
+    from .providers import (
+        register_provider_type as register_provider_type,
+    )
+    from .stores import (
+        StateStore as StateStore,
+        register_store_backend as register_store_backend,
+    )
     from .strategies import (
         BalanceMode as BalanceMode,
         SelectionResult as SelectionResult,
         SelectionStrategy as SelectionStrategy,
+        StrategyContext as StrategyContext,
         StrategyOptions as StrategyOptions,
         register_strategy as register_strategy,
     )

@@ -6,18 +6,18 @@ import threading
 
 from ._capabilities import CapabilityTree
 from ._clock import Clock
-from ._config import DeactivationConfig, MeshConfig, ModelConfig, PoolConfig
+from ._config import MeshConfig, ModelConfig, PoolConfig
 from ._evaluators import (
     DeactivationEvaluator,
     DeactivationPolicy,
-    MaintenanceWindow,
     RecoveryEvaluator,
     RecoveryPolicy,
 )
 from ._events import EventEmitter
 from ._pool import CapabilityPool, Model, RotationPolicy
 from ._state import ModelState
-from .strategies import BalanceMode, StrategyOptions, create_strategy
+from ._strategy_config import strategy_context, strategy_options
+from .strategies import strategy_class
 
 __all__ = ["build_model", "build_pools", "capability_tree", "pool_members"]
 
@@ -70,52 +70,20 @@ def pool_members(
     return [m for m in members if config.models[m].provider in enabled]
 
 
-def deactivation_policy(cfg: DeactivationConfig) -> DeactivationPolicy:
-    window = cfg.maintenance_window
-    if isinstance(window, str):
-        window = MaintenanceWindow(window)
-    elif window is not None:
-        window = MaintenanceWindow(window.cron, window.duration)
-    return DeactivationPolicy(
-        retry_limit=cfg.retry_limit,
-        error_rate_threshold=cfg.error_rate_threshold,
-        error_rate_window=cfg.error_rate_window,
-        error_rate_min_requests=cfg.error_rate_min_requests,
-        error_codes=frozenset(cfg.error_codes),
-        request_limit=cfg.request_limit,
-        token_limit=cfg.token_limit,
-        budget_limit=cfg.budget_limit,
-        quota_window=cfg.quota_window,
-        budget_window=cfg.budget_window,
-        maintenance_window=window,
-    )
-
-
-def rotation_policy(pool: PoolConfig, clock: Clock) -> RotationPolicy:
-    deact = deactivation_policy(pool.deactivation)
-    rec = pool.recovery
-    options = StrategyOptions(
-        model_priority=tuple(pool.model_priority),
-        provider_priority=tuple(pool.provider_priority),
-        fallback_strategy=pool.fallback_strategy,
-        balance_mode=BalanceMode(pool.balance_mode),
-        rate_limit_threshold=pool.rate_limit.threshold,
-        rate_limit_min_delta=pool.rate_limit.min_delta,
-        rate_limit_max_rpm=pool.rate_limit.max_rpm,
-        affinity_mode=pool.affinity_mode,
-        session_timeout=pool.session_timeout,
-        output_ratio=pool.output_ratio,
-        clock=clock,
-        extra=dict(pool.strategy_options),
+def rotation_policy(pool_id: str, pool: PoolConfig, clock: Clock) -> RotationPolicy:
+    """The pool's evaluators and strategy, each derived from its validated section."""
+    deact = DeactivationPolicy.from_config(pool.deactivation)
+    strategy = strategy_class(pool.strategy)(
+        strategy_options(pool_id, pool), strategy_context(pool, clock)
     )
     return RotationPolicy(
         deactivation=DeactivationEvaluator(deact, clock),
         recovery=RecoveryEvaluator(
-            RecoveryPolicy(rec.cooldown, rec.backoff_factor, rec.max_cooldown, rec.trial),
+            RecoveryPolicy.from_config(pool.recovery),
             deact,
             clock,
         ),
-        strategy=create_strategy(pool.strategy, options),
+        strategy=strategy,
     )
 
 
@@ -133,7 +101,7 @@ def build_pools(
         pool = CapabilityPool(
             pid,
             tree.resolve(node) if node else "",
-            rotation_policy(pcfg, clock),
+            rotation_policy(pid, pcfg, clock),
             emitter,
             clock=clock,
             lock=lock,

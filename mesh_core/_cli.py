@@ -92,14 +92,13 @@ def _read_only_mesh(config: MeshConfig, out: TextIO | None) -> Mesh:
     (None: nowhere, e.g. under ``--json``) is told so.
     """
     from ._mesh import Mesh
-    from .stores import create_store
+    from .stores import DEFAULT_PATHS, create_store
     from .stores._memory import MemoryStore
 
     storage = config.storage
     if storage.backend == "memory" and out is not None:
         print("(storage: memory: no state is persisted, so every model is shown fresh)\n", file=out)
-    default = {"json": "modelmesh-state.json", "sqlite": "modelmesh-state.db"}
-    path = storage.path or default.get(storage.backend)
+    path = storage.path or DEFAULT_PATHS.get(storage.backend)
     if path is not None and not Path(path).exists():
         if out is not None:
             print(f"(no persisted state at {path} yet: every model is shown fresh)\n", file=out)
@@ -388,7 +387,8 @@ def main(
     err = err or sys.stderr
     command = f"modelmesh {args.command}" + (" --real" if getattr(args, "real", False) else "")
     try:
-        return args.run(args, out)
+        status: int = args.run(args, out)
+        return status
     except CommandError as exc:
         print(f"{command}: {exc}", file=err)
     except ConfigurationError as exc:

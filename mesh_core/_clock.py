@@ -111,17 +111,21 @@ class ManualClock:
         return f"ManualClock({self._now!r}, monotonic={self._mono!r})"
 
 
+class _TimeOnly(Protocol):
+    def time(self) -> float: ...
+
+
 class _WallOnly:
     """A clock of the user's own with only ``time()``: durations follow its wall time."""
 
-    def __init__(self, clock: object) -> None:
+    def __init__(self, clock: _TimeOnly) -> None:
         self._clock = clock
 
     def time(self) -> float:
-        return self._clock.time()  # type: ignore[attr-defined]
+        return self._clock.time()
 
     def monotonic(self) -> float:
-        return self._clock.time()  # type: ignore[attr-defined]
+        return self._clock.time()
 
     def __repr__(self) -> str:
         return repr(self._clock)
@@ -132,7 +136,7 @@ def as_clock(clock: object) -> Clock:
     only ``time()``, measures durations on its wall time, as it always did)."""
     if hasattr(clock, "monotonic"):
         return clock  # type: ignore[return-value]
-    return _WallOnly(clock)
+    return _WallOnly(clock)  # type: ignore[arg-type]  # a clock without monotonic() has time()
 
 
 #: Calendar periods understood by ``quota_window`` and ``budget_window`` (all UTC).

@@ -140,7 +140,7 @@ def _loader() -> type:
             self._depth += 1
             try:
                 if self._depth > MAX_DEPTH + 1:  # + 1: the document's root
-                    mark = self.peek_event().start_mark
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it unannotated
                     raise _Refused(mark, f"nested more than {MAX_DEPTH} levels deep")
                 return super().compose_node(parent, index)
             finally:

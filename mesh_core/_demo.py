@@ -36,7 +36,7 @@ PROVIDERS = ("alpha", "beta", "gamma")
 MODELS = {"alpha": "fast", "beta": "smart", "gamma": "backup"}
 
 
-def _config(servers: dict[str, FaultServer], cooldown: float) -> dict:
+def _config(servers: dict[str, FaultServer], cooldown: float) -> dict[str, Any]:
     return {
         "providers": {
             name: {

@@ -1,6 +1,6 @@
 """The effects a request's plan yields, and what the drivers send back.
 
-The failover loop (:mod:`.routing`) is a generator that never does I/O itself: it
+The failover loop (:mod:`._failover`) is a generator that never does I/O itself: it
 yields one of these and receives an :class:`Outcome`. The sync driver performs an
 effect with blocking calls, the async driver awaits it (a :class:`Blocking` effect
 in a worker thread), so one plan serves both without touching the event loop.
@@ -14,10 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._pool import Model
-    from ._types import CompletionRequest
-    from .providers._base import Provider, Timeouts
+    from ._types import CompletionChunk, CompletionRequest
+    from .providers import AsyncProviderStream, Provider, ProviderReply, ProviderStream, Timeouts
 
-__all__ = ["Blocking", "Call", "Effect", "Outcome", "Sleep"]
+__all__ = ["Answer", "Blocking", "Call", "Effect", "Hedge", "Hedged", "Opened", "Outcome", "Sleep"]
+
+
+@dataclass(slots=True)
+class Hedge:
+    """Ask a second model too when a stream has no first token after ``after`` seconds.
+
+    ``backup`` chooses that model and returns its call, or None when no model is left;
+    it may read the state store, so the async driver runs it in a thread."""
+
+    after: float
+    backup: Callable[[], Call | None]
 
 
 @dataclass(slots=True)
@@ -31,6 +42,7 @@ class Call:
     stream: bool
     span: Any = None
     """The attempt's tracing span, made current while the provider is called (or None)."""
+    hedge: Hedge | None = None
 
 
 @dataclass(slots=True)
@@ -49,9 +61,43 @@ class Blocking:
 
 
 @dataclass(slots=True)
-class Outcome:
-    value: Any = None
+class Opened:
+    """A stream that sent its first token (or finished): failover is over for it."""
+
+    stream: ProviderStream | AsyncProviderStream
+    head: list[CompletionChunk]
+    """The chunks read up to and including the first token."""
+
+
+@dataclass(slots=True)
+class Hedged:
+    """How a hedged call went: the second ``call``, whether its answer won, and what the
+    call that did not win raised (None: it was still waiting, and was cancelled)."""
+
+    call: Call
+    won: bool
     error: BaseException | None = None
+    latency: float = 0.0
+    """Seconds from the second call's start to its answer or error (0 when cancelled)."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What an effect gave: a ``Call``'s reply (a ProviderReply, or an :class:`Opened`
+    stream), a ``Blocking`` function's value, or the error it raised."""
+
+    value: ProviderReply | Opened | object = None
+    error: BaseException | None = None
+    hedged: Hedged | None = None
+
+
+@dataclass(slots=True)
+class Answer:
+    """What a plan returns: the model that answered, its reply and its latency."""
+
+    model: Model
+    reply: ProviderReply | Opened
+    latency: float
 
 
 Effect = Call | Sleep | Blocking

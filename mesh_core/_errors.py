@@ -225,7 +225,9 @@ class ProviderError(ModelMeshError):
         return (_rebuild_provider_error, (type(self), self.message, self.__dict__))
 
 
-def _rebuild_provider_error(cls: type, message: str, state: dict[str, Any]) -> ProviderError:
+def _rebuild_provider_error(
+    cls: type[ProviderError], message: str, state: dict[str, Any]
+) -> ProviderError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)

@@ -23,8 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from ._clock import Clock, SystemClock, next_period_start, period_start
+from ._config import DeactivationConfig, RecoveryConfig
 from ._errors import ErrorKind, ProviderError
 from ._state import COOLDOWN_REASONS, STANDBY, ModelSnapshot, ModelState, StateLimits
 
@@ -82,7 +84,7 @@ class MaintenanceWindow:
     def __repr__(self) -> str:
         return f"MaintenanceWindow({self.cron!r}, duration={self.duration!r})"
 
-    def _iter(self, start: float):
+    def _iter(self, start: float) -> Any:  # a croniter (untyped)
         from croniter import croniter
 
         return croniter(self.cron, datetime.fromtimestamp(start, tz=UTC))
@@ -116,21 +118,51 @@ def _next_boundary(window: str, start: float) -> float:
     return next_period_start(window, start)
 
 
+_DEACTIVATION = DeactivationConfig()
+_RECOVERY = RecoveryConfig()
+"""The configuration's defaults: the policies' own are read from them, never written twice."""
+
+
 @dataclass(frozen=True)
 class DeactivationPolicy:
-    """A pool's ``deactivation`` settings."""
+    """A pool's ``deactivation`` settings (meaning and defaults: DeactivationConfig)."""
 
-    retry_limit: int = 3
-    error_rate_threshold: float = 0.5
-    error_rate_window: int = 20
-    error_rate_min_requests: int = 5
-    error_codes: frozenset[int] = frozenset({429, 500, 503})
-    request_limit: int | None = None
-    token_limit: int | None = None
-    budget_limit: float | None = None
-    quota_window: str = "monthly"
-    budget_window: str = "monthly"
+    retry_limit: int = _DEACTIVATION.retry_limit
+    error_rate_threshold: float = _DEACTIVATION.error_rate_threshold
+    error_rate_window: int = _DEACTIVATION.error_rate_window
+    error_rate_min_requests: int = _DEACTIVATION.error_rate_min_requests
+    error_codes: frozenset[int] = frozenset(_DEACTIVATION.error_codes)
+    request_limit: int | None = _DEACTIVATION.request_limit
+    token_limit: int | None = _DEACTIVATION.token_limit
+    budget_limit: float | None = _DEACTIVATION.budget_limit
+    quota_window: str = _DEACTIVATION.quota_window
+    budget_window: str = _DEACTIVATION.budget_window
     maintenance_window: MaintenanceWindow | None = None
+    """None by default in the configuration too (a window is a cron expression)."""
+
+    @classmethod
+    def from_config(cls, cfg: DeactivationConfig) -> DeactivationPolicy:
+        """The policy of a pool's validated ``deactivation`` section."""
+        window = cfg.maintenance_window
+        if isinstance(window, str):
+            maintenance: MaintenanceWindow | None = MaintenanceWindow(window)
+        elif window is not None:
+            maintenance = MaintenanceWindow(window.cron, window.duration)
+        else:
+            maintenance = None
+        return cls(
+            retry_limit=cfg.retry_limit,
+            error_rate_threshold=cfg.error_rate_threshold,
+            error_rate_window=cfg.error_rate_window,
+            error_rate_min_requests=cfg.error_rate_min_requests,
+            error_codes=frozenset(cfg.error_codes),
+            request_limit=cfg.request_limit,
+            token_limit=cfg.token_limit,
+            budget_limit=cfg.budget_limit,
+            quota_window=cfg.quota_window,
+            budget_window=cfg.budget_window,
+            maintenance_window=maintenance,
+        )
 
     @property
     def limits(self) -> StateLimits:
@@ -189,6 +221,10 @@ def counts_against_model(error: BaseException, policy: DeactivationPolicy) -> bo
     return False
 
 
+_QUOTA_EXHAUSTED = ErrorKind.QUOTA_EXHAUSTED.value
+"""Read on every outcome: an enum member's ``.value`` is a descriptor call."""
+
+
 class DeactivationEvaluator:
     """Decides whether an active model should move to standby, and why."""
 
@@ -225,7 +261,7 @@ class DeactivationEvaluator:
             return DeactivationReason.MAINTENANCE_WINDOW
         if p.budget_limit is not None and snapshot.cost_accumulated >= p.budget_limit:
             return DeactivationReason.BUDGET_EXCEEDED
-        if snapshot.last_error_kind == ErrorKind.QUOTA_EXHAUSTED.value:
+        if snapshot.last_error_kind == _QUOTA_EXHAUSTED:
             return DeactivationReason.QUOTA_EXHAUSTED
         if self._error_threshold(snapshot):
             return DeactivationReason.ERROR_THRESHOLD
@@ -249,13 +285,18 @@ class DeactivationEvaluator:
 
 @dataclass(frozen=True)
 class RecoveryPolicy:
-    """A pool's ``recovery`` settings."""
+    """A pool's ``recovery`` settings (meaning and defaults: RecoveryConfig)."""
 
-    cooldown: float = 60.0
-    backoff_factor: float = 2.0
-    max_cooldown: float = 3600.0
-    trial: bool = True
+    cooldown: float = _RECOVERY.cooldown
+    backoff_factor: float = _RECOVERY.backoff_factor
+    max_cooldown: float = _RECOVERY.max_cooldown
+    trial: bool = _RECOVERY.trial
     """A model recovering from errors or quota gets one trial request before full traffic."""
+
+    @classmethod
+    def from_config(cls, cfg: RecoveryConfig) -> RecoveryPolicy:
+        """The policy of a pool's validated ``recovery`` section."""
+        return cls(cfg.cooldown, cfg.backoff_factor, cfg.max_cooldown, cfg.trial)
 
 
 _COOLDOWN_REASONS = COOLDOWN_REASONS

@@ -42,6 +42,11 @@ class EventType(enum.StrEnum):
     PROVIDER_DEACTIVATED = "provider.deactivated"
     POOL_EXHAUSTED = "pool.exhausted"
     STREAM_INTERRUPTED = "stream.interrupted"
+    REQUEST_HEDGED = "request.hedged"
+    """A stream's first token was late: the same request went to this model too (metadata:
+    slow, the late model; after, the threshold in seconds)."""
+    HEDGE_SETTLED = "hedge.settled"
+    """A hedged request ended (metadata: slow; won, whether this second model answered)."""
     STORE_DEGRADED = "store.degraded"
     """The state store failed; state is kept in memory meanwhile (metadata: backend,
     operation, error)."""

@@ -31,6 +31,7 @@ from ._needs import needs_of
 from ._state import ACTIVE, STANDBY, ModelSnapshot
 from ._types import CompletionRequest
 from .strategies import SelectionStrategy
+from .strategies._cost import CostFirstOptions, blended_price
 from .strategies._rate_limit import usage_ratio
 
 if TYPE_CHECKING:
@@ -236,6 +237,7 @@ class _Explainer:
         snap = m.snapshot(self.now, self.mono)
         maintenance = DeactivationReason.MAINTENANCE_WINDOW.value
         note = None
+        why: str | None
         if st.status == STANDBY:
             left = st.recovers_in(self.now, self.mono)
             reason = st.deactivation_reason
@@ -282,15 +284,15 @@ class _Explainer:
         return self.needs.unmet(m)
 
     def _inputs(self, m: Model, snap: ModelSnapshot, strategy: SelectionStrategy) -> dict[str, Any]:
-        opts = strategy.options
+        opts = strategy.context
         out: dict[str, Any] = {"pool_position": self.position[m.id]}
         if m.id in opts.model_priority:
             out["priority"] = f"model #{opts.model_priority.index(m.id) + 1}"
         elif m.provider_id in opts.provider_priority:
             out["priority"] = f"provider #{opts.provider_priority.index(m.provider_id) + 1}"
         if m.input_price is not None or m.output_price is not None:
-            r = opts.output_ratio
-            blended = (m.input_price or 0.0) * (1 - r) + (m.output_price or 0.0) * r
+            r = getattr(strategy.options, "output_ratio", CostFirstOptions().output_ratio)
+            blended = blended_price(m.input_price, m.output_price, r)
             out["price_per_1k"] = {
                 "input": m.input_price,
                 "output": m.output_price,
@@ -466,11 +468,11 @@ class _Explainer:
 def _copy_strategy(strategy: SelectionStrategy, pool: CapabilityPool) -> SelectionStrategy:
     """A copy to decide on, so that the real strategy's state (a cursor, a session table,
     a counter) does not move. The clock is shared, not copied."""
-    clock = strategy.options.clock
+    clock = strategy.clock
     try:
         return copy.deepcopy(strategy, {id(clock): clock})
     except Exception:  # a custom strategy holding something that cannot be copied
-        shadow = type(strategy)(strategy.options)
+        shadow = type(strategy)(strategy.options, strategy.context)
         shadow.bind(pool.name, [m.id for m in pool.models])
         shadow.import_state(strategy.export_state())
         return shadow

@@ -14,14 +14,14 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from ._effects import Blocking, Call, Effect, Outcome, Sleep
+from ._deadlines import adapted
+from ._effects import Answer, Blocking, Call, Effect, Hedge, Hedged, Opened, Outcome, Sleep
 from ._errors import (
     AllProvidersExhaustedError,
     ContextWindowExceededError,
     ErrorKind,
     NoAvailableModelError,
     ProviderError,
-    provider_error,
 )
 from ._events import EventType
 from ._needs import estimate_usage
@@ -31,7 +31,7 @@ from ._router import Router
 from ._types import Attempt, CompletionRequest, CompletionResponse
 from .providers._base import ProviderReply, Timeouts
 
-__all__ = ["Blocking", "Call", "Flight", "Outcome", "Sleep"]
+__all__ = ["Flight"]
 
 
 class Flight:
@@ -54,9 +54,11 @@ class Flight:
         self.attempts: list[Attempt] = list(attempts or ())
         self.initial_exclude: set[str] = set(exclude or ())
         self.span: Any = None
+        self._hedge_sent: Call | None = None
+        """The hedge of the call in progress, once sent (released if the caller cancels)."""
 
-    def plan(self) -> Generator[Effect, Outcome | None, Any]:
-        """Yield effects until a model answers. Returns ``(model, reply, latency)``."""
+    def plan(self) -> Generator[Effect, Outcome | None, Answer]:
+        """Yield effects until a model answers, and return its answer."""
         self.span = self.router.tracing.start_request(self.pool.name, self.request)
         try:
             return (yield from self._attempts())
@@ -69,7 +71,7 @@ class Flight:
         span, self.span = self.span, None
         self.router.tracing.end_request(span, **fields)
 
-    def _attempts(self) -> Generator[Effect, Outcome | None, Any]:
+    def _attempts(self) -> Generator[Effect, Outcome | None, Answer]:
         router, pool, request = self.router, self.pool, self.request
         with router.lock:
             pool.total_requests += 1
@@ -109,27 +111,35 @@ class Flight:
                 span = router.tracing.start_attempt(
                     self.span, model.id, model.provider_id, model.name, len(self.attempts) + 1
                 )
-                call = Call(
-                    router.providers[model.provider_id],
-                    model,
-                    request,
-                    self._timeouts(model),
-                    self.stream,
-                    span,
-                )
+                call = self._call(model, span)
+                if self.stream and tries == 1:
+                    call.hedge = self._hedge(model, exclude, eligible)
                 start = time.perf_counter()
                 try:
                     outcome = yield call
                 except GeneratorExit as exc:
                     router.tracing.end_attempt(span, exc)
                     router.release(model)
+                    if (hedge := self._hedge_sent) is not None:  # cancelled mid-race
+                        router.tracing.end_attempt(hedge.span, exc)
+                        router.release(hedge.model)
                     raise
+                self._hedge_sent = None
                 latency = time.perf_counter() - start
-                err = outcome.error if outcome is not None else None
+                assert outcome is not None
+                if outcome.hedged is not None:
+                    winner = self._settle_hedge(model, outcome.hedged, outcome.error, latency)
+                    if winner is not None:
+                        router.tracing.end_attempt(span, outcome.error)
+                        return Answer(winner[0], _reply(outcome.value), winner[1])
+                    exclude.add(outcome.hedged.call.model.id)
+                err = outcome.error
                 router.tracing.end_attempt(span, err)
                 if err is None:
                     self.attempts.append(Attempt(model.id, model.provider_id, "success", latency))
-                    return model, outcome.value, latency  # type: ignore[union-attr]
+                    if self.stream:
+                        router.first_token(model, latency)
+                    return Answer(model, _reply(outcome.value), latency)
                 self._note(model, err, latency)
                 decision = router.failed(
                     pool, model, err, latency, tries, max_attempts=max_attempts
@@ -159,8 +169,90 @@ class Flight:
                 last_error, previous = err, model
                 break
 
+    def _call(self, model: Model, span: Any) -> Call:
+        return Call(
+            self.router.providers[model.provider_id],
+            model,
+            self.request,
+            self._timeouts(model),
+            self.stream,
+            span,
+        )
+
+    def _hedge(self, model: Model, exclude: set[str], eligible: Any) -> Hedge | None:
+        """A second model to ask when ``model``'s first token is late (None: no hedging)."""
+        router, pool = self.router, self.pool
+        after = router.hedge_after(pool, model)
+        if after is None or len(pool.models) - len(exclude) < 2:
+            return None
+
+        def backup() -> Call | None:
+            try:
+                second = _inline(
+                    router.choose(
+                        pool, self.request, exclude | {model.id}, eligible, len(self.attempts) + 2
+                    )
+                )
+            except NoAvailableModelError:
+                return None
+            router.emitter.emit(
+                EventType.REQUEST_HEDGED,
+                model_id=second.id,
+                provider_id=second.provider_id,
+                pool_id=pool.name,
+                slow=model.id,
+                after=round(after, 3),
+            )
+            span = router.tracing.start_attempt(
+                self.span, second.id, second.provider_id, second.name, len(self.attempts) + 2
+            )
+            self._hedge_sent = self._call(second, span)
+            return self._hedge_sent
+
+        return Hedge(after, backup)
+
+    def _settle_hedge(
+        self, model: Model, hedged: Hedged, first_error: BaseException | None, latency: float
+    ) -> tuple[Model, float] | None:
+        """Record a race between ``model`` and the hedge: who answered, and how fast (None
+        when both failed: the first call's error then goes on through the failover loop)."""
+        router, second = self.router, hedged.call.model
+        router.tracing.end_attempt(hedged.call.span, None if hedged.won else hedged.error)
+        winner: tuple[Model, float] | None = None
+        if hedged.won:  # the first call lost: slow, not failed (unless it did fail)
+            if first_error is None:
+                self.attempts.append(Attempt(model.id, model.provider_id, "slow", latency))
+                router.release(model)
+            else:
+                self._note(model, first_error, latency)
+                router.broke(self.pool, model, first_error, latency, 1)
+            winner = second, hedged.latency
+        else:
+            if hedged.error is None:  # the first call won: the second is cancelled
+                self.attempts.append(Attempt(second.id, second.provider_id, "cancelled", 0.0))
+                router.release(second)
+            else:
+                self._note(second, hedged.error, hedged.latency)
+                router.broke(self.pool, second, hedged.error, hedged.latency, 1)
+            if first_error is None:
+                winner = model, latency
+        if winner is not None:
+            self.attempts.append(Attempt(winner[0].id, winner[0].provider_id, "success", winner[1]))
+            router.first_token(*winner)
+        router.emitter.emit(
+            EventType.HEDGE_SETTLED,
+            model_id=second.id,
+            provider_id=second.provider_id,
+            pool_id=self.pool.name,
+            slow=model.id,
+            won=hedged.won,
+        )
+        return winner
+
     def _timeouts(self, model: Model) -> Timeouts:
         timeouts = self.router.timeouts[model.id]
+        if self.stream and self.router.adaptive.get(model.id, True):
+            timeouts = adapted(timeouts, self.router.times.get(model.id))
         cap = self.request.timeout
         if cap is None:
             return timeouts
@@ -204,8 +296,10 @@ class Flight:
             last_error=last_error,
         )
 
-    def response(self, model: Model, reply: ProviderReply, latency: float) -> CompletionResponse:
+    def response(self, answer: Answer) -> CompletionResponse:
         """Record the success of a non-streaming answer and build the response."""
+        model, reply, latency = answer.model, answer.reply, answer.latency
+        assert isinstance(reply, ProviderReply)
         parsed = reply.response
         usage = parsed.usage
         if usage is None:  # not reported, or not believable: estimated, never zero
@@ -230,5 +324,18 @@ class Flight:
         return response
 
 
-def stream_ended_early(model: Model) -> ProviderError:
-    return provider_error(ErrorKind.CONNECTION, f"stream from {model.id} ended before any token")
+def _reply(value: object) -> ProviderReply | Opened:
+    assert isinstance(value, (ProviderReply, Opened))
+    return value
+
+
+def _inline(plan: Generator[Effect, Outcome | None, Model]) -> Model:
+    """Run a selection, whose only effects are blocking store reads, on this thread."""
+    outcome: Outcome | None = None
+    while True:
+        try:
+            effect = plan.send(outcome)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        assert isinstance(effect, Blocking)
+        outcome = Outcome(value=effect.fn())

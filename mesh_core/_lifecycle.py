@@ -143,6 +143,7 @@ def adopt(state: ModelState, published: Mapping[str, Any]) -> Transition | None:
     after = phase_of(state)
     if before is Phase.STANDBY and after is not Phase.STANDBY:
         _clean_window(state)
+        state.cooldown_remaining = 0.0  # as apply() does: no snapshot is needed to clear it
     state.touch()
     if before is after:
         return None

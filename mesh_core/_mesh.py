@@ -12,17 +12,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._assembly import build_model, build_pools, capability_tree
 from ._clock import Clock, SystemClock, as_clock
 from ._config import MeshConfig, load_config
+from ._drivers import adrive, drive
 from ._errors import (
     BadRequestError,
     InvalidRequestError,
     MeshClosedError,
-    ProviderError,
     RoutingError,
     StreamInterruptedError,
     UnknownModelError,
@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._evaluators import DeactivationReason
 from ._events import EventEmitter, EventHandler, EventType
-from ._failover import Blocking, Call, Flight, Outcome, Sleep, stream_ended_early
+from ._failover import Flight
 from ._logs import attach_logging
 from ._metrics import attach_metrics
 from ._persistence import StateKeeper
@@ -38,7 +38,7 @@ from ._pool import CapabilityPool, Model
 from ._router import PoolSettings, Router
 from ._state import ModelSnapshot
 from ._streaming import AsyncChunkStream, ChunkStream, StreamRecovery, StreamRelay
-from ._tracing import Tracing, current
+from ._tracing import Tracing
 from ._types import CompletionChunk, CompletionRequest, CompletionResponse
 from .providers import Provider, Timeouts, create_provider
 from .stores import StateStore, open_store
@@ -96,10 +96,7 @@ class Mesh:
             mid: Timeouts().merged(config.providers[m.provider].timeouts).merged(m.timeouts)
             for mid, m in config.models.items()
         }
-        settings = {
-            pid: PoolSettings(p.retry, p.wait_for_recovery, p.stream_recovery)
-            for pid, p in config.pools.items()
-        }
+        settings = {pid: PoolSettings.from_config(p) for pid, p in config.pools.items()}
         self._router = Router(
             models=self.models,
             providers=self.providers,
@@ -125,6 +122,10 @@ class Mesh:
             on_unavailable=storage.on_unavailable,
         )
         attach_logging(self.events, logging.getLogger(config.observability.logger))
+        self._router.adaptive = {
+            mid: _first_set(m.timeouts.adaptive, config.providers[m.provider].timeouts.adaptive)
+            for mid, m in config.models.items()
+        }
         self._router.tracing = Tracing(config.observability.tracing)
         self._router.metrics = attach_metrics(self.events, config.observability.metrics)
         self._keeper.metrics = self._router.metrics
@@ -297,7 +298,7 @@ class Mesh:
     ) -> CompletionResponse:
         """Send a chat completion to ``pool`` and return the first model's answer that works."""
         flight = self._flight(pool, messages, request, params, stream=False)
-        return flight.response(*_drive(flight.plan()))
+        return flight.response(drive(flight.plan()))
 
     async def acomplete(
         self,
@@ -309,7 +310,7 @@ class Mesh:
     ) -> CompletionResponse:
         """Async :meth:`complete`; never blocks the event loop."""
         flight = self._flight(pool, messages, request, params, stream=False)
-        return flight.response(*(await _adrive(flight.plan())))
+        return flight.response(await adrive(flight.plan()))
 
     def stream(
         self,
@@ -317,15 +318,18 @@ class Mesh:
         messages: Any = None,
         *,
         request: CompletionRequest | None = None,
-        restart: bool = True,
+        restart: bool = False,
         **params: Any,
     ) -> ChunkStream:
         """Stream an answer. Failover is transparent until the first token; the last
         chunk carries ``finish_reason``, ``usage`` and ``attempts``. A break after the
-        first token raises StreamInterruptedError, or with ``stream_recovery: continue``
-        goes on elsewhere (see :class:`~mesh_core._streaming.StreamRecovery`).
-        ``restart=False``: never start the answer over once a chunk was yielded (raise
-        instead), for consumers that cannot discard what they received.
+        first token continues on the next model by prefill (``stream_recovery: continue``,
+        the default; the first chunk after it carries ``continued_from``), or raises
+        StreamInterruptedError (``stream_recovery: raise``). When the answer cannot be
+        continued (the next model rejects prefill, the break is inside a tool call) it is
+        started over only with ``restart=True`` (its first chunk then carries
+        ``restarted``: discard what you received); by default that raises instead, so the
+        chunks yielded always join into one coherent answer.
 
         The request is checked at once (a bad pool or parameter raises here); the model is
         chosen and called on the first ``next()``. ``close()``, or ``with mesh.stream(...)
@@ -336,12 +340,11 @@ class Mesh:
     def _relay(self, flight: Flight, restart: bool) -> Iterator[CompletionChunk]:
         # Opened on the first next(), not at call time: a stream that is never iterated
         # holds no model and no connection, whatever happens to it.
-        opened = _drive(flight.plan())
+        opened = drive(flight.plan())
         recovery, flags = StreamRecovery(flight, restart=restart), {}
         while True:
-            model, (pstream, head), _ = opened
             try:
-                for chunk in StreamRelay(recovery.flight, model, pstream, head):
+                for chunk in StreamRelay(recovery.flight, opened):
                     flags = _flag(chunk, flags)
                     recovery.delivered(chunk)
                     yield chunk
@@ -352,11 +355,11 @@ class Mesh:
                     yield recovery.ended(flags)
                     return
                 try:
-                    opened = _drive(nxt.plan())
+                    opened = drive(nxt.plan())
                 except BadRequestError:  # this model takes no prefill: start over
                     nxt, flags = recovery.restart()
                     try:
-                        opened = _drive(nxt.plan())
+                        opened = drive(nxt.plan())
                     except RoutingError:
                         raise recovery.give_up(err) from None
                 except RoutingError:
@@ -368,7 +371,7 @@ class Mesh:
         messages: Any = None,
         *,
         request: CompletionRequest | None = None,
-        restart: bool = True,
+        restart: bool = False,
         **params: Any,
     ) -> AsyncChunkStream:
         """Async :meth:`stream`: ``async for chunk in mesh.astream(...)``, or
@@ -377,13 +380,12 @@ class Mesh:
         return AsyncChunkStream(self._arelay(flight, restart))
 
     async def _arelay(self, flight: Flight, restart: bool) -> AsyncIterator[CompletionChunk]:
-        opened = await _adrive(flight.plan())
+        opened = await adrive(flight.plan())
         recovery, flags = StreamRecovery(flight, restart=restart), {}
         while True:
-            model, (pstream, head), _ = opened
             # Closed here, not left to the event loop's finalizer: a consumer that leaves
             # early must find the model released when its ``async with`` block ends.
-            relay = StreamRelay(recovery.flight, model, pstream, head).__aiter__()
+            relay = StreamRelay(recovery.flight, opened).__aiter__()
             try:
                 async for chunk in relay:
                     flags = _flag(chunk, flags)
@@ -396,11 +398,11 @@ class Mesh:
                     yield recovery.ended(flags)
                     return
                 try:
-                    opened = await _adrive(nxt.plan())
+                    opened = await adrive(nxt.plan())
                 except BadRequestError:
                     nxt, flags = recovery.restart()
                     try:
-                        opened = await _adrive(nxt.plan())
+                        opened = await adrive(nxt.plan())
                     except RoutingError:
                         raise recovery.give_up(err) from None
                 except RoutingError:
@@ -473,88 +475,9 @@ def _flag(chunk: CompletionChunk, flags: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _drive(plan: Generator[Any, Outcome | None, Any]) -> Any:
-    """Perform a flight's effects with blocking calls."""
-    outcome: Outcome | None = None
-    try:
-        while True:
-            try:
-                effect = plan.send(outcome)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(effect, Sleep):
-                time.sleep(effect.seconds)
-                outcome = None
-                continue
-            if isinstance(effect, Blocking):
-                outcome = Outcome(value=effect.fn())
-                continue
-            try:
-                with current(effect.span):
-                    outcome = Outcome(value=_call(effect))
-            except ProviderError as err:
-                outcome = Outcome(error=err)
-    finally:
-        plan.close()
-
-
-async def _adrive(plan: Generator[Any, Outcome | None, Any]) -> Any:
-    """Perform a flight's effects by awaiting them."""
-    outcome: Outcome | None = None
-    try:
-        while True:
-            try:
-                effect = plan.send(outcome)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(effect, Sleep):
-                await asyncio.sleep(effect.seconds)
-                outcome = None
-                continue
-            if isinstance(effect, Blocking):
-                outcome = Outcome(value=await asyncio.to_thread(effect.fn))
-                continue
-            try:
-                with current(effect.span):
-                    outcome = Outcome(value=await _acall(effect))
-            except ProviderError as err:
-                outcome = Outcome(error=err)
-    finally:
-        plan.close()
-
-
-def _call(c: Call) -> Any:
-    if not c.stream:
-        return c.provider.complete(c.model.name, c.request, c.timeouts)
-    stream = c.provider.stream(c.model.name, c.request, c.timeouts)
-    head: list[CompletionChunk] = []
-    try:
-        for chunk in stream:  # read up to the first token: until then failover is free
-            head.append(chunk)
-            if chunk.has_token or chunk.finish_reason is not None:
-                return stream, head
-    except BaseException:
-        stream.close()
-        raise
-    stream.close()
-    raise stream_ended_early(c.model)
-
-
-async def _acall(c: Call) -> Any:
-    if not c.stream:
-        return await c.provider.acomplete(c.model.name, c.request, c.timeouts)
-    stream = await c.provider.astream(c.model.name, c.request, c.timeouts)
-    head: list[CompletionChunk] = []
-    try:
-        async for chunk in stream:
-            head.append(chunk)
-            if chunk.has_token or chunk.finish_reason is not None:
-                return stream, head
-    except BaseException:
-        await stream.aclose()
-        raise
-    await stream.aclose()
-    raise stream_ended_early(c.model)
+def _first_set(*values: bool | None) -> bool:
+    """The first value set, model before provider (adaptive deadlines are on by default)."""
+    return next((v for v in values if v is not None), True)
 
 
 # --- request building ---------------------------------------------------------------------

@@ -100,18 +100,18 @@ class Metrics:
             cumulative, running = [], 0
             for bound, n in zip((*_BUCKETS, float("inf")), s.buckets):
                 running += n
-                cumulative.append((floatToGoString(bound), running))
+                cumulative.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
             latency.add_metric([pool, model], cumulative, s.latency_sum)
             tokens.add_metric([pool, model], s.tokens)
             cost.add_metric([pool, model], s.cost)
         for labels, n in failures.items():
             attempts.add_metric(list(labels), n)
-        for labels, n in deactivations.items():
-            deact.add_metric(list(labels), n)
+        for reason_labels, n in deactivations.items():
+            deact.add_metric(list(reason_labels), n)
         for model, n in recoveries.items():
             recov.add_metric([model], n)
-        for labels, n in store_errors.items():
-            store.add_metric(list(labels), n)
+        for store_labels, n in store_errors.items():
+            store.add_metric(list(store_labels), n)
         yield from (attempts, latency, tokens, cost, deact, recov, store)
 
     @staticmethod

@@ -29,6 +29,7 @@ from typing import Any
 
 from . import _lifecycle as lifecycle
 from ._clock import Clock
+from ._config import StorageConfig
 from ._events import Event, EventEmitter, EventType
 from ._lifecycle import Phase
 from ._pending import Delta, PendingChanges, UsageKey
@@ -53,6 +54,9 @@ _STATUS_FIELDS = (
 )
 
 
+_STORAGE = StorageConfig()
+
+
 class StateKeeper:
     """The mesh's state in its store: restore, write behind, follow other processes."""
 
@@ -66,12 +70,13 @@ class StateKeeper:
         lock: threading.RLock,
         clock: Clock,
         emitter: EventEmitter,
-        sync_policy: str = "write_through",
-        sync_interval: float = 5.0,
-        refresh_interval: float = 1.0,
-        on_corrupt: str = "error",
-        on_unavailable: str = "error",
+        sync_policy: str = _STORAGE.sync_policy,
+        sync_interval: float = _STORAGE.sync_interval,
+        refresh_interval: float = _STORAGE.refresh_interval,
+        on_corrupt: str = _STORAGE.on_corrupt,
+        on_unavailable: str = _STORAGE.on_unavailable,
     ) -> None:
+        """The settings' meaning and defaults are StorageConfig's (read from it)."""
         self.models = models
         self.pools = pools
         self.lock = lock

@@ -90,7 +90,7 @@ class RetryPolicy:
         up to ``max_delay`` with jitter (half to all of it, so clients spread out)."""
         if self.backoff == "fixed":
             return min(self.initial_delay, self.max_delay)
-        delay = min(self.max_delay, self.initial_delay * 2 ** min(tries - 1, 64))
+        delay = min(self.max_delay, self.initial_delay * 2.0 ** min(tries - 1, 64))
         return delay * (0.5 + rng.random() / 2)
 
 

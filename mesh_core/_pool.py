@@ -146,6 +146,8 @@ class CapabilityPool:
         self._stale: set[int] = set()
         self._by_id: dict[str, Model] = {}
         self._trials: set[Model] = set()
+        self._kept: tuple[Model, SelectionResult] | None = None
+        """The default strategy's last answer for its current model (see _still_current)."""
         """Active models on probation (small: kept so selection never scans for them)."""
         self._min_window: int | None = None
         self._dirty = True
@@ -188,9 +190,7 @@ class CapabilityPool:
     @property
     def min_context_window(self) -> int | None:
         """The smallest declared context window among the members (None: none declared)."""
-        with self._lock:
-            self._rebuild()
-            return self._min_window
+        return self._min_window  # kept by _membership_changed: read on every request
 
     def get_active_models(self) -> list[Model]:
         """Return all models currently eligible for routing (as of now: due recoveries and
@@ -343,10 +343,26 @@ class CapabilityPool:
         recovers) when nothing is left to choose from.
         """
         with self._lock:
-            now = self._clock.time()
-            self.refresh(now)
-            snaps = self._candidate_snapshots(now)
-            if exclude or eligible is not None or self._has_busy_trial():
+            clock = self._clock
+            now = clock.time()
+            if not (
+                self._checked_at <= now < self._next_wall and clock.monotonic() < self._next_mono
+            ):
+                self.refresh(now)  # something may be due (the test is refresh's own)
+            if self._dirty:
+                self._rebuild()
+            strategy = self._rotation_policy.strategy
+            if type(strategy) is StickUntilFailureStrategy:
+                kept = self._still_current(strategy.current, exclude, eligible)
+                if kept is not None:  # what its select() answers, without a snapshot
+                    cached = self._kept
+                    if cached is not None and cached[0] is kept:  # immutable: reused
+                        return cached
+                    result = SelectionResult(kept.id, kept.provider_id, 1.0, "current model")
+                    self._kept = (kept, result)
+                    return kept, result
+            snaps = self._candidate_snapshots(now) if self._stale else self._snaps
+            if exclude or eligible is not None or (self._trials and self._has_busy_trial()):
                 models = self._active_models
                 snaps = [
                     s
@@ -357,9 +373,31 @@ class CapabilityPool:
                 ]
             if not snaps:
                 raise self.exhausted_error(tried=bool(exclude), eligible=eligible)
-            result = self._rotation_policy.strategy.select(snaps, request)
+            result = strategy.select(snaps, request)
             model = self._by_id[result.model_id]
             return model, result
+
+    def _still_current(
+        self, current: str | None, exclude: Collection[str], eligible: Eligibility | None
+    ) -> Model | None:
+        """The default strategy's current model, when it is still a candidate (else None).
+
+        Stick-until-failure keeps its current model whenever that model is among the
+        candidates, and reads nothing else to decide so: its usual answer needs no
+        snapshot, so none is refreshed for it (the exact class only: a subclass may
+        decide otherwise, and is asked through ``select``).
+        """
+        if current is None:
+            return None
+        idx = self._active_index.get(current)
+        if idx is None or current in exclude:
+            return None
+        model = self._active_models[idx]
+        if model.state.probation and model.in_flight:  # its one trial is under way
+            return None
+        if eligible is not None and eligible(model) is not None:
+            return None
+        return model
 
     def exhausted_error(
         self, *, tried: bool = False, eligible: Eligibility | None = None
@@ -461,9 +499,11 @@ class CapabilityPool:
     def _note_recovery(self, st: ModelState) -> None:
         """Refresh no later than ``st``'s recovery (a standby state with an anchored time)."""
         if st.deactivation_reason in COOLDOWN_REASONS:
-            self._next_mono = min(self._next_mono, st.recover_mono)  # type: ignore[type-var]
+            at = st.recover_mono
+            self._next_mono = min(self._next_mono, math.inf if at is None else at)
         else:
-            self._next_wall = min(self._next_wall, st.recover_at)  # type: ignore[type-var]
+            at = st.recover_at
+            self._next_wall = min(self._next_wall, math.inf if at is None else at)
 
     def _check_now(self) -> None:
         self._next_wall = self._next_mono = -math.inf
@@ -472,6 +512,8 @@ class CapabilityPool:
         """Members or their states were replaced (also after a restore): re-check everything."""
         self._dirty = True
         self._check_now()
+        windows = [m.context_window for m in self._models if m.context_window is not None]
+        self._min_window = min(windows) if windows else None
         for m in self._models:  # restored states carry only the wall-clock recover_at
             if m.state.recover_at is not None:
                 m.state.sync_deadline(self._clock)
@@ -508,8 +550,6 @@ class CapabilityPool:
         self._stale = set(range(len(self._active_models)))
         self._by_id = {m.id: m for m in self._models}
         self._trials = {m for m in self._active_models if m.state.probation}
-        windows = [m.context_window for m in self._models if m.context_window is not None]
-        self._min_window = min(windows) if windows else None
         self._dirty = False
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ import uuid
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from ._errors import ConfigurationError
 from ._mesh import Mesh
@@ -75,7 +75,7 @@ def holds_literal_secret(config: Mapping[str, Any]) -> bool:
     anything it would mask, once the pure references are set aside, is a literal secret.
     """
     plain = _without_references(config)
-    return redact(plain) != plain
+    return bool(redact(plain) != plain)
 
 
 def _token(mesh: Mesh, config: Any) -> str:
@@ -118,7 +118,7 @@ def resolve(state: Mapping[str, Any], pool: str) -> tuple[Any, Mesh]:
         with _LOCK:
             entry = _LOCAL.get(token)
         mesh = entry[0]() if entry is not None else None
-        if mesh is not None and not getattr(mesh, "_closed", False):
+        if entry is not None and mesh is not None and not getattr(mesh, "_closed", False):
             config = mesh if entry[1] is _SAME_MESH else entry[1]
             mesh.pool(pool)
             return config, mesh
@@ -165,14 +165,15 @@ class PortableAdapter:
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
         """A deep copy that shares the Mesh (one state per configuration, never two)."""
         memo = {} if memo is None else memo
-        memo[id(self._mesh)] = self._mesh  # type: ignore[attr-defined]
+        memo[id(self._mesh)] = self._mesh
         config = self.config  # type: ignore[attr-defined]
         memo[id(config)] = config  # a Mesh, or a dict the copy must not diverge from
-        return super().__deepcopy__(memo)  # type: ignore[misc]
+        return super().__deepcopy__(memo)  # type: ignore[misc]  # the framework's model, mixed in after
 
     def _field_state(self) -> dict[Any, Any]:
         """The pydantic state to pickle (the framework's, by default)."""
-        return dict(super().__getstate__())  # type: ignore[misc]
+        state = super().__getstate__()  # pydantic's: a dict, typed object
+        return dict(cast("dict[Any, Any]", state))
 
     def __getstate__(self) -> dict[Any, Any]:
         """Without the Mesh: a :func:`handle` finds it again; a config path or a dict without

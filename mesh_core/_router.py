@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from . import _lifecycle as lifecycle
 from ._clock import Clock
-from ._config import RetryConfig
+from ._config import HedgingConfig, PoolConfig, RetryConfig
+from ._deadlines import HedgePolicy, ResponseTimes
 from ._effects import Blocking, Effect, Outcome
 from ._errors import (
     CALLER_KINDS,
@@ -29,7 +30,7 @@ from ._errors import (
     ProviderError,
     RoutingError,
 )
-from ._evaluators import DeactivationReason, counts_against_model
+from ._evaluators import DeactivationEvaluator, DeactivationReason, counts_against_model
 from ._events import EventEmitter, EventType
 from ._lifecycle import Move
 from ._needs import RequestNeeds, is_plain_text, needs_of
@@ -53,8 +54,22 @@ class PoolSettings:
     """Per-pool request-path settings (from the pool's configuration)."""
 
     retry: RetryConfig = field(default_factory=RetryConfig)
-    wait_for_recovery: float = 0.0
-    stream_recovery: str = "raise"
+    wait_for_recovery: float = PoolConfig.model_fields["wait_for_recovery"].default
+    stream_recovery: str = PoolConfig.model_fields["stream_recovery"].default
+    """Defaults read from PoolConfig's, so the two cannot drift."""
+    hedging: HedgePolicy = field(default_factory=lambda: _hedging(HedgingConfig()))
+
+    @classmethod
+    def from_config(cls, pool: PoolConfig) -> PoolSettings:
+        """The settings of a pool's validated configuration."""
+        return cls(pool.retry, pool.wait_for_recovery, pool.stream_recovery, _hedging(pool.hedging))
+
+
+def _hedging(config: HedgingConfig) -> HedgePolicy:
+    after = config.after
+    if after == "off":
+        return HedgePolicy(enabled=False)
+    return HedgePolicy(after=None if after == "auto" else float(after))
 
 
 class Router:
@@ -83,6 +98,10 @@ class Router:
         self.metrics: Metrics | None = None
         self._rng = random.Random()
         self._policies: dict[tuple[str, int | None], RetryPolicy] = {}
+        self.times: dict[str, ResponseTimes] = {}
+        """Each model's stream history (adaptive deadlines and hedging thresholds)."""
+        self.adaptive: dict[str, bool] = {}
+        """Models whose stream deadlines are learned (``timeouts.adaptive``; default on)."""
 
     # --- selection ------------------------------------------------------------
     def eligibility(
@@ -147,21 +166,20 @@ class Router:
                 self.release(model)
                 raise
             with self.lock:
-                reason = pool.rotation_policy.deactivation.get_reason(
-                    model.snapshot(self.clock.time())
-                )
+                reason = _reason(pool.rotation_policy.deactivation, model, self.clock.time())
                 if reason is None:
                     break
                 model.in_flight -= 1
                 pool.deactivate(model, reason)
-        self.emitter.emit(
-            EventType.REQUEST_ROUTED,
-            model_id=model.id,
-            provider_id=model.provider_id,
-            pool_id=pool.name,
-            attempt=attempt,
-            reason=result.reason,
-        )
+        if _heard(self.emitter, EventType.REQUEST_ROUTED):
+            self.emitter.emit(
+                EventType.REQUEST_ROUTED,
+                model_id=model.id,
+                provider_id=model.provider_id,
+                pool_id=pool.name,
+                attempt=attempt,
+                reason=result.reason,
+            )
         return model
 
     def recovery_wait(
@@ -192,6 +210,7 @@ class Router:
         """
         try:
             usage = usage or Usage()
+            tokens = usage.total_tokens
             cost = model.cost(usage)
             with self.lock:
                 if release:
@@ -201,31 +220,34 @@ class Router:
                 st = model.state
                 deact = pool.rotation_policy.deactivation
                 deact.policy.roll_periods(st, now)
-                st.record_success(latency, usage.total_tokens, cost, now=now)
+                st.record_success(latency, tokens, cost, now=now)
                 if st.probation:
                     lifecycle.apply(st, Move.PASS_TRIAL, now=now, mono=self.clock.monotonic())
                 periods = (st.quota_period_start or 0.0, st.budget_period_start or 0.0)
-                _apply_rate_limits(model, rate_limits)
+                if rate_limits is not None:
+                    _apply_rate_limits(model, rate_limits)
                 model.changed()
-                reason = deact.get_reason(model.snapshot(now)) if st.status == ACTIVE else None
+                reason = _reason(deact, model, now) if st.status == ACTIVE else None
                 if reason is not None:
                     pool.deactivate(model, reason, now=now)
         finally:
             if release:
                 self.release(model)
-        if self.keeper is not None:
-            self.keeper.after_request(model, pool, usage=(*periods, usage.total_tokens, cost))
+        keeper = self.keeper
+        if keeper is not None and keeper.durable:  # (after_request ignores the others)
+            keeper.after_request(model, pool, usage=(*periods, tokens, cost))
         if self.metrics is not None:
-            self.metrics.success(pool.name, model.id, latency, usage.total_tokens, cost)
-        self.emitter.emit(
-            EventType.REQUEST_SUCCESS,
-            model_id=model.id,
-            provider_id=model.provider_id,
-            pool_id=pool.name,
-            latency=latency,
-            tokens=usage.total_tokens,
-            cost=cost,
-        )
+            self.metrics.success(pool.name, model.id, latency, tokens, cost)
+        if _heard(self.emitter, EventType.REQUEST_SUCCESS):
+            self.emitter.emit(
+                EventType.REQUEST_SUCCESS,
+                model_id=model.id,
+                provider_id=model.provider_id,
+                pool_id=pool.name,
+                latency=latency,
+                tokens=tokens,
+                cost=cost,
+            )
         return usage, cost
 
     def failed(
@@ -265,17 +287,18 @@ class Router:
         kind = _kind(err)
         if self.metrics is not None:
             self.metrics.failure(pool.name, model.id, kind.value)
-        self.emitter.emit(
-            EventType.REQUEST_FAILURE,
-            model_id=model.id,
-            provider_id=model.provider_id,
-            pool_id=pool.name,
-            kind=kind.value,
-            status_code=getattr(err, "status_code", None),
-            error=str(err),
-            latency=latency,
-            attempt=attempt,
-        )
+        if _heard(self.emitter, EventType.REQUEST_FAILURE):  # str(err) is not free
+            self.emitter.emit(
+                EventType.REQUEST_FAILURE,
+                model_id=model.id,
+                provider_id=model.provider_id,
+                pool_id=pool.name,
+                kind=kind.value,
+                status_code=getattr(err, "status_code", None),
+                error=str(err),
+                latency=latency,
+                attempt=attempt,
+            )
         if kind in CALLER_KINDS:  # the request's fault: the model's state does not move
             if release:
                 self.release(model)
@@ -305,7 +328,7 @@ class Router:
                 st.record_failure(err, now=now)
             model.changed()
             if st.status == ACTIVE:
-                reason = deact.get_reason(model.snapshot(now))
+                reason = _reason(deact, model, now)
                 if reason is not None:
                     pool.deactivate(model, reason, now=now)
             return st.status == ACTIVE
@@ -313,6 +336,34 @@ class Router:
     def release(self, model: Model) -> None:
         with self.lock:
             model.in_flight -= 1
+
+    # --- stream history: adaptive deadlines and hedging ------------------------------
+    def first_token(self, model: Model, seconds: float) -> None:
+        """A stream of ``model`` sent its first token after ``seconds``."""
+        with self.lock:
+            times = self.times.get(model.id)
+            if times is None:
+                times = self.times[model.id] = ResponseTimes()
+            times.first_token(seconds)
+
+    def stream_finished(self, model: Model, longest_gap: float) -> None:
+        """A stream of ``model`` finished; its chunks were at most ``longest_gap`` apart."""
+        with self.lock:
+            times = self.times.get(model.id)
+            if times is not None:
+                times.finished(longest_gap)
+
+    def hedge_after(self, pool: CapabilityPool, model: Model) -> float | None:
+        """Seconds without a first token from ``model`` before a second model is asked
+        too (None: ``hedging: off`` for this pool)."""
+        policy = self.settings[pool.name].hedging
+        if not policy.enabled:
+            return None
+        with self.lock:
+            times = self.times
+            return policy.threshold(
+                times.get(model.id), (t for m in pool.models if (t := times.get(m.id)))
+            )
 
     def _deactivate_provider(self, provider_id: str, pool: CapabilityPool) -> None:
         """An authentication failure takes every model of the provider out of rotation."""
@@ -334,6 +385,31 @@ class Router:
 
 def _kind(err: BaseException) -> ErrorKind:
     return err.kind if isinstance(err, ProviderError) else ErrorKind.CONNECTION
+
+
+def _heard(emitter: EventEmitter, event_type: EventType) -> bool:
+    """Whether anyone listens to ``event_type``: the request path's events (routed,
+    success) are then not even built (emit would drop them, after the call and its
+    arguments). Reads the emitter's table, replaced whole or item by item under its lock."""
+    handlers = emitter._handlers
+    return event_type in handlers or None in handlers
+
+
+def _reason(deact: DeactivationEvaluator, model: Model, now: float) -> DeactivationReason | None:
+    """The evaluator's verdict on ``model``, asked after every outcome.
+
+    The package's own evaluator reads a handful of snapshot fields, which a state has
+    under the same names (``window_requests`` included), so it is given the state and no
+    snapshot is built; a subclass that judges otherwise may read any snapshot field, and
+    is given a snapshot.
+    """
+    cls = type(deact)
+    if cls is DeactivationEvaluator or (
+        cls.get_reason is DeactivationEvaluator.get_reason
+        and cls._error_threshold is DeactivationEvaluator._error_threshold
+    ):
+        return deact.get_reason(model.state)  # type: ignore[arg-type]
+    return deact.get_reason(model.snapshot(now))
 
 
 def _has_limits(pool: CapabilityPool) -> bool:

@@ -14,11 +14,11 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from dataclasses import replace
 
+from ._effects import Answer, Opened
 from ._errors import ErrorKind, ProviderError, StreamInterruptedError, provider_error
 from ._events import EventType
 from ._failover import Flight
 from ._needs import estimate_usage
-from ._pool import Model
 from ._types import Attempt, CompletionChunk, Usage
 from .providers._base import AsyncProviderStream, ProviderStream
 
@@ -70,18 +70,14 @@ class AsyncChunkStream(AsyncIterator[CompletionChunk]):
 
 
 class StreamRelay:
-    def __init__(
-        self,
-        flight: Flight,
-        model: Model,
-        stream: ProviderStream | AsyncProviderStream,
-        head: list[CompletionChunk],
-    ) -> None:
+    def __init__(self, flight: Flight, answer: Answer) -> None:
+        assert isinstance(answer.reply, Opened)
         self.flight = flight
-        self.model = model
-        self.stream = stream
-        self.head = head
-        self._start = time.perf_counter()
+        self.model = answer.model
+        self.stream = answer.reply.stream
+        self.head = answer.reply.head
+        self._start = self._last = time.perf_counter()
+        self._longest_gap = 0.0
         self._text: list[str] = []
         self._usage: Usage | None = None
         self._finish: str | None = None
@@ -134,6 +130,9 @@ class StreamRelay:
             self._finish = chunk.finish_reason
         if not chunk.has_token:
             return None
+        now = time.perf_counter()
+        self._longest_gap = max(self._longest_gap, now - self._last)
+        self._last = now
         if chunk.content:
             self._text.append(chunk.content)
         chunk.finish_reason = None
@@ -151,9 +150,11 @@ class StreamRelay:
         latency = time.perf_counter() - self._start
         usage = self._usage or self._estimate()
         self._settled = True
-        usage, cost = self.flight.router.succeeded(
+        router = self.flight.router
+        usage, cost = router.succeeded(
             self.flight.pool, self.model, usage, latency, self.stream.rate_limits
         )
+        router.stream_finished(self.model, self._longest_gap)
         self.flight.end_span(model=self.model.id, usage=usage, finish_reason=self._finish)
         return CompletionChunk(
             finish_reason=self._finish,
@@ -205,20 +206,21 @@ class StreamRelay:
 class StreamRecovery:
     """What follows a stream that broke after its first token (``stream_recovery``), sans I/O.
 
-    ``raise`` (default): the StreamInterruptedError goes to the caller. ``continue``: the
-    next model is asked to go on from the text delivered so far, sent as an assistant
-    prefill, and the first chunk it sends carries ``continued_from``; a model that rejects
-    prefill (400), or a break inside a tool call, starts the answer over instead, and its
-    first chunk carries ``restarted``. When no model is left, the original error is raised,
-    its ``partial_text`` being everything the consumer received.
+    ``continue`` (default): the next model is asked to go on from the text delivered so
+    far, sent as an assistant prefill, and the first chunk it sends carries
+    ``continued_from``. ``raise``: the StreamInterruptedError goes to the caller. When no
+    model is left, the original error is raised, its ``partial_text`` being everything the
+    consumer received.
 
-    ``restart=False`` is for consumers that cannot discard what they received (a framework
-    that joins every chunk into its answer): a start-over after the first chunk raises the
-    StreamInterruptedError instead, so the chunks yielded always join into one coherent
-    answer, continued by prefill or never broken.
+    An answer that cannot be continued (a model that rejects prefill with a 400, a break
+    inside a tool call) is started over only for a consumer that can discard what it
+    received (``restart=True``; the first chunk then carries ``restarted``). By default a
+    start-over after the first chunk raises the StreamInterruptedError instead, so the
+    chunks yielded always join into one coherent answer, continued by prefill or never
+    broken.
     """
 
-    def __init__(self, flight: Flight, *, restart: bool = True) -> None:
+    def __init__(self, flight: Flight, *, restart: bool = False) -> None:
         self.flight = flight
         self.original = flight.request
         """The caller's request, never edited: continuations and restarts start from it."""

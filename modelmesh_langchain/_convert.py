@@ -19,7 +19,7 @@ PROVIDER = "modelmesh"
 
 def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """LangChain messages as OpenAI chat-completions message dicts."""
-    return convert_to_openai_messages(list(messages))  # type: ignore[return-value]
+    return convert_to_openai_messages(list(messages))
 
 
 def _usage(usage: Usage) -> UsageMetadata:

@@ -10,12 +10,8 @@ from operator import itemgetter
 from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import LanguageModelInput
-from langchain_core.language_models.chat_models import (
-    BaseChatModel,
-    LangSmithParams,
-    generate_from_stream,
-)
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
+from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
@@ -167,7 +163,7 @@ class MeshChatModel(PortableAdapter, BaseChatModel):
         (LangSmith records it with every run). Keys belong in the mesh configuration.
         """
         out = super().to_json()
-        if out.get("type") == "constructor":
+        if out["type"] == "constructor":
             if isinstance(self.config, (str, os.PathLike)):
                 out["kwargs"]["config"] = os.fspath(self.config)
             if "model_kwargs" in out["kwargs"]:
@@ -186,7 +182,8 @@ class MeshChatModel(PortableAdapter, BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         """What callbacks and tracers see as the invocation parameters: secrets masked."""
-        return redact({"pool": self.pool, **self._default_params})
+        params: dict[str, Any] = redact({"pool": self.pool, **self._default_params})
+        return params
 
     @property
     def _default_params(self) -> dict[str, Any]:
@@ -387,6 +384,7 @@ class MeshChatModel(PortableAdapter, BaseChatModel):
         if kwargs:
             raise ValueError(f"unexpected arguments: {sorted(kwargs)}")
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        llm: Runnable[LanguageModelInput, Any]
         if method == "json_mode":
             llm = self.bind(
                 response_format={"type": "json_object"},
@@ -421,7 +419,7 @@ class MeshChatModel(PortableAdapter, BaseChatModel):
                     f"unknown method {method!r}; use function_calling, json_schema or json_mode"
                 )
         if method == "function_calling":
-            parser: Runnable = (
+            parser: Runnable[Any, Any] = (
                 PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
                 if is_pydantic
                 else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)

@@ -62,6 +62,8 @@ __all__ = [
 class _Converted:
     """A copy of a mesh error under a type that is also LangChain's."""
 
+    args: tuple[Any, ...]  # a mixin of exceptions: theirs
+
     def __reduce__(self) -> Any:  # picklable although the mesh errors take keywords
         return (_rebuild, (type(self), self.args, self.__dict__))
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pydantic import ConfigDict
+
 from mesh_core._state import ModelSnapshot
 from mesh_core._types import CompletionRequest
+from mesh_core.strategies import StickUntilFailureStrategy, StrategyOptions, register_strategy
 
 
 def snap(model_id: str, provider_id: str = "p", **kw) -> ModelSnapshot:
@@ -22,3 +25,20 @@ def snap(model_id: str, provider_id: str = "p", **kw) -> ModelSnapshot:
 
 def req(**kw) -> CompletionRequest:
     return CompletionRequest(model="pool", messages=[{"role": "user", "content": "hi"}], **kw)
+
+
+class FreeFormOptions(StrategyOptions):
+    """Any option at all: a custom strategy may choose to take them (``extra="allow"``),
+    which tests of what a configuration's options can hold (secrets, YAML merge keys,
+    deep nesting) rely on now that a shipped strategy refuses an option it does not have."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class FreeFormStrategy(StickUntilFailureStrategy):
+    strategy_id = "tests.free-form.v1"
+    Options = FreeFormOptions
+
+
+register_strategy(FreeFormStrategy.strategy_id, FreeFormStrategy)
+FREE_FORM = FreeFormStrategy.strategy_id

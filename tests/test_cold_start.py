@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from mesh_core import Mesh
-from mesh_core.providers import OpenAICompatibleProvider, _openai_compat as compat
+from mesh_core.providers import OpenAICompatibleProvider, _pools as compat
 from tests.test_stream_stress import fault_server_process
 
 pytestmark = pytest.mark.skipif(

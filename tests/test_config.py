@@ -4,6 +4,7 @@ import pytest
 
 from mesh_core._config import load_config, parse_duration
 from mesh_core._errors import ConfigurationError
+from mesh_core._strategy_config import strategy_options
 
 GOOD = """
 providers:
@@ -52,7 +53,14 @@ def test_good_file_loads_with_env_and_durations(tmp_path):
     assert prov.timeouts.first_token == 0.5
     pool = cfg.pools["reasoning"]
     assert pool.capability == "generation.text-generation"
-    assert pool.recovery.cooldown == 300.0 and pool.rate_limit.min_delta == 1.0
+    assert pool.recovery.cooldown == 300.0
+    # rate_limit is an option of rate-limit-aware: a cost-first pool ignores it
+    assert pool.rate_limit["min_delta"] == "1s" and not hasattr(
+        strategy_options("reasoning", pool), "rate_limit"
+    )
+    aware = pool.model_copy(update={"strategy": "rate-limit-aware"})
+    limits = strategy_options("reasoning", aware).rate_limit
+    assert (limits.threshold, limits.min_delta, limits.max_rpm) == (0.9, 1.0, 60)
     assert pool.deactivation.error_codes == [429, 500, 502, 503]
 
 

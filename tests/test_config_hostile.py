@@ -26,6 +26,7 @@ from mesh_core._errors import ConfigurationError
 from mesh_core._shared import forget_shared_meshes
 from modelmesh_langchain import MeshChatModel  # imported here: not timed with each case
 from modelmesh_llamaindex import MeshLLM
+from tests.helpers import FREE_FORM
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="needs SIGALRM")
 
@@ -137,9 +138,8 @@ def test_merge_keys_cannot_multiply(tmp_path):
         lines.append(f"      m{i}: &m{i} {{<<: [{refs}], own{i}: {i}}}")
     path = tmp_path / "merge.yaml"
     path.write_text(
-        "pools:\n  p:\n    capability: chat-completion\n    strategy_options:\n"
-        + "\n".join(lines)
-        + "\n"
+        f"pools:\n  p:\n    capability: chat-completion\n    strategy: {FREE_FORM}\n"
+        "    strategy_options:\n" + "\n".join(lines) + "\n"
     )
     with deadline():
         cfg = load_config(path)
@@ -150,7 +150,8 @@ def test_merge_keys_cannot_multiply(tmp_path):
 def test_merge_keys_keep_yaml_semantics(tmp_path):
     path = tmp_path / "merge.yaml"
     path.write_text(
-        "pools:\n  p:\n    capability: chat-completion\n    strategy_options:\n"
+        f"pools:\n  p:\n    capability: chat-completion\n    strategy: {FREE_FORM}\n"
+        "    strategy_options:\n"
         "      a: &a {x: 1, y: 1}\n"
         "      b: &b {y: 2, z: 2}\n"
         "      c: {<<: [*a, *b], z: 3}\n"
@@ -234,7 +235,8 @@ def test_configuration_nesting_well_within_the_limit_loads():
     node: Any = 1
     for _ in range(MAX_DEPTH - 10):
         node = {"a": node}
-    cfg = load_config({"pools": {"p": {"capability": "chat-completion", "strategy_options": node}}})
+    pool = {"capability": "chat-completion", "strategy": FREE_FORM, "strategy_options": node}
+    cfg = load_config({"pools": {"p": pool}})
     assert cfg.pools["p"].strategy_options["a"]["a"]["a"]
 
 

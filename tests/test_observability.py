@@ -11,6 +11,7 @@ from mesh_core import Mesh
 from mesh_core._errors import ConfigurationError, ModelMeshError
 from mesh_core.testing import faults
 from tests.conftest import config_for
+from tests.helpers import FREE_FORM
 
 KEY = "sk-live-TOPSECRET-0123456789"
 
@@ -133,6 +134,7 @@ def _literal_secret_outputs(servers) -> list[str]:
         "headers": {"X-Custom": KEY, "Authorization": f"Bearer {KEY}"},
     }
     cfg["providers"]["p2"]["base_url"] = servers[1].base_url.replace("://", f"://u:{KEY}@")
+    cfg["pools"]["chat"]["strategy"] = FREE_FORM  # a custom strategy that takes any option
     cfg["pools"]["chat"]["strategy_options"] = {"upstream": {"token": KEY}}
     cfg["storage"] = {"backend": "memory", "url": f"redis://:{KEY}@127.0.0.1:6390/0"}
     seen: list[str] = []

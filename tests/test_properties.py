@@ -15,7 +15,7 @@ from mesh_core._types import CompletionChunk, CompletionRequest
 from mesh_core.providers._base import sse_chunks
 from mesh_core.providers._decoding import BodyDecoder
 from mesh_core.providers._wire import SSEDecoder, classify_error, parse_chunk, parse_completion
-from mesh_core.strategies import SHIPPED_STRATEGIES, StrategyOptions
+from mesh_core.strategies import SHIPPED_STRATEGIES, StrategyContext
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -168,7 +168,7 @@ def test_any_snapshots_give_an_active_candidate_deterministically(cls, candidate
     )
 
     def run():
-        strategy = cls(StrategyOptions(clock=ManualClock(0.0)))
+        strategy = cls(context=StrategyContext(clock=ManualClock(0.0)))
         strategy.bind("pool", ["a", "b", "c", "d", "e"])
         return [strategy.select(candidates, request).model_id for _ in range(3)]
 

@@ -143,7 +143,13 @@ def test_python_snippets_run_as_written(title, example_env):
 
 
 def test_yaml_snippets_are_valid_configurations():
-    env = {"OPENAI_API_KEY": "sk-x", "GROQ_API_KEY": "gsk-x"}
+    env = {
+        "OPENAI_API_KEY": "sk-x",
+        "GROQ_API_KEY": "gsk-x",
+        "ANTHROPIC_API_KEY": "sk-ant-x",
+        "AZURE_OPENAI_API_KEY": "az-x",
+        "GEMINI_API_KEY": "gk-x",
+    }
     assert YAML
     for snippet in YAML:
         data = yaml.safe_load(snippet)

@@ -227,7 +227,7 @@ def test_stream_fails_over_transparently_before_the_first_token(
 def test_stream_broken_after_first_token_raises_with_partial_text(
     make_mesh, servers, mode, behaviour
 ):
-    mesh = make_mesh()
+    mesh = make_mesh(pool={"stream_recovery": "raise"})
     servers[0].set("m1", behaviour)
     t0 = time.perf_counter()
     with pytest.raises(StreamInterruptedError) as ei:
@@ -236,6 +236,25 @@ def test_stream_broken_after_first_token_raises_with_partial_text(
     assert ei.value.partial_text == "Hello from m1."
     assert ei.value.model_id == "p1.m1"
     assert servers[1].count() == 0  # never silently continued elsewhere
+    assert mesh.snapshot("p1.m1").failure_count == 1
+
+
+@MODES
+@pytest.mark.parametrize(
+    "behaviour",
+    [faults.cut(after=3), faults.stall(after=3, seconds=5), faults.malformed_event(after=3)],
+    ids=["cut", "stall", "malformed"],
+)
+def test_stream_broken_after_first_token_continues_by_default(make_mesh, servers, mode, behaviour):
+    """A cut, a stall and a malformed event are one kind of break: continued on the next
+    model by prefill, and the chunks join into one answer."""
+    mesh = make_mesh()
+    servers[0].set("m1", behaviour)
+    chunks = stream(mesh, mode, "chat", "hi")
+    assert "".join(c.content for c in chunks) == "Hello from m1. You said: hi"
+    assert [c.continued_from for c in chunks if c.continued_from] == ["p1.m1"]
+    assert chunks[-1].model == "p2.m2" and chunks[-1].finish_reason == "stop"
+    assert servers[1].requests[-1].body["messages"][-1]["role"] == "assistant"
     assert mesh.snapshot("p1.m1").failure_count == 1
 
 

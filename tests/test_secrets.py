@@ -15,6 +15,7 @@ from mesh_core._cli import main
 from mesh_core._config import load_config
 from mesh_core._errors import ConfigurationError
 from tests.conftest import config_for
+from tests.helpers import FREE_FORM
 
 API = "sk-live-APIKEY-0123456789"
 PROXY_PW = "proxyPW0123"
@@ -37,6 +38,7 @@ def secret_config(servers) -> dict:
     p1["api_key"] = API
     p1["proxy"] = f"http://user:{PROXY_PW}@127.0.0.1:9"
     p1["headers"] = {"X-Custom": HEADER, "Authorization": f"Bearer {HEADER}"}
+    cfg["pools"]["chat"]["strategy"] = FREE_FORM  # a custom strategy that takes any option
     cfg["pools"]["chat"]["strategy_options"] = {"upstream": {"token": NESTED, "note": "kept"}}
     cfg["storage"] = {"backend": "memory", "url": f"redis://:{REDIS_PW}@127.0.0.1:6390/0"}
     with_userinfo = json.loads(json.dumps(cfg))

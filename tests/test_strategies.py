@@ -8,7 +8,7 @@ from mesh_core.strategies import (
     SHIPPED_STRATEGIES,
     BalanceMode,
     SelectionStrategy,
-    StrategyOptions,
+    StrategyContext,
     create_strategy,
     register_strategy,
     resolve_strategy_id,
@@ -18,8 +18,13 @@ from tests.helpers import req, snap
 IDS = ["a", "b", "c", "d"]
 
 
+CONTEXT = ("model_priority", "provider_priority", "clock")
+
+
 def make(name, ids=IDS, **opts):
-    s = create_strategy(name, StrategyOptions(**opts))
+    """The strategy with these options (validated by its options model) and context."""
+    context = StrategyContext(**{k: opts.pop(k) for k in CONTEXT if k in opts})
+    s = create_strategy(name, opts, context)
     s.bind("pool", ids)
     return s
 
@@ -52,7 +57,7 @@ def test_all_eight_are_registered_under_their_ids():
 
 @pytest.mark.parametrize("cls", SHIPPED_STRATEGIES)
 def test_every_strategy_raises_on_no_candidates(cls):
-    s = cls(StrategyOptions())
+    s = cls()
     s.bind("pool", IDS)
     with pytest.raises(NoAvailableModelError):
         s.select([], req())
@@ -160,12 +165,12 @@ def test_latency_first_gives_unmeasured_models_a_bounded_share():
     s = make("latency-first")
     assert {pick(s, measured) for _ in range(30)} == {"c"}
     # the share is configurable, and 0 turns exploration off
-    s = make("latency-first", extra={"explore_every": 4})
+    s = make("latency-first", explore_every=4)
     assert Counter(pick(s, c) for _ in range(100))["a"] == 75
-    s = make("latency-first", extra={"explore_every": 0})
+    s = make("latency-first", explore_every=0)
     assert {pick(s, c) for _ in range(50)} == {"a"}
     with pytest.raises(ValueError, match="explore_every"):
-        make("latency-first", extra={"explore_every": -1})
+        make("latency-first", explore_every=-1)
 
 
 def test_latency_first_exploration_state_survives_a_restart():
@@ -200,7 +205,7 @@ def test_session_stickiness_strict():
 
 
 def test_rate_limit_aware_switches_before_the_limit():
-    s = make("rate-limit-aware", rate_limit_threshold=0.8)
+    s = make("rate-limit-aware", rate_limit={"threshold": 0.8})
     fresh = [
         snap("a", requests_remaining=50, requests_limit=100),
         snap("b", requests_remaining=90, requests_limit=100),
@@ -220,13 +225,13 @@ def test_rate_limit_aware_switches_before_the_limit():
 
 def test_rate_limit_aware_local_rpm_and_min_delta():
     clock = ManualClock(0.0)
-    s = make("rate-limit-aware", clock=clock, rate_limit_max_rpm=2)
+    s = make("rate-limit-aware", clock=clock, rate_limit={"max_rpm": 2})
     c = cands("a", "b")
     # a until it has served max_rpm in the minute, then b; then both are full: first wins
     assert [pick(s, c) for _ in range(5)] == ["a", "a", "b", "b", "a"]
     clock.advance(61)  # the minute has passed: a is preferred again
     assert pick(s, c) == "a"
-    d = make("rate-limit-aware", clock=clock, rate_limit_min_delta=5.0)
+    d = make("rate-limit-aware", clock=clock, rate_limit={"min_delta": 5.0})
     assert pick(d, c) == "a"
     assert pick(d, c) == "b"  # a served less than 5 s ago
     clock.advance(5)
@@ -280,7 +285,7 @@ def test_custom_strategy_registers_and_is_created_by_id():
 @pytest.mark.parametrize("cls", SHIPPED_STRATEGIES)
 def test_deterministic_given_same_inputs(cls):
     def run():
-        s = cls(StrategyOptions(clock=ManualClock(0.0)))
+        s = cls(context=StrategyContext(clock=ManualClock(0.0)))
         s.bind("pool", IDS)
         c = [
             snap(

@@ -77,7 +77,7 @@ def test_a_restart_resends_the_callers_request_untouched(make_mesh, servers, mod
         {"role": "assistant", "content": "Sure, let me"},
     ]
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    chunks = stream(mesh, mode, "chat", [dict(m) for m in messages], tools=tools)
+    chunks = stream(mesh, mode, "chat", [dict(m) for m in messages], tools=tools, restart=True)
     assert any(c.restarted for c in chunks)
     assert servers[1].requests[-1].body["messages"] == messages
 

@@ -1,4 +1,5 @@
-"""stream_recovery: continue — a stream cut after its first token goes on elsewhere."""
+"""stream_recovery: continue (the default) — a stream cut after its first token goes on
+elsewhere; ``raise`` hands the break to the caller."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_a_model_rejecting_prefill_starts_over_and_says_so(make_mesh, servers, m
     mesh = make_mesh(n=3, pool=CONTINUE)
     servers[0].set("m1", faults.cut(after=3))
     servers[1].set("m2", faults.ok(reject_prefill=True))
-    chunks = stream(mesh, mode, "chat", "hi")
+    chunks = stream(mesh, mode, "chat", "hi", restart=True)
     restarted = [i for i, c in enumerate(chunks) if c.restarted]
     assert len(restarted) == 1
     after = "".join(c.content for c in chunks[restarted[0] :])
@@ -54,8 +55,28 @@ def test_with_no_model_left_the_break_is_raised(make_mesh, servers, mode):
     assert ei.value.partial_text == "Hello from m1."
 
 
-def test_the_default_still_raises(make_mesh, servers):
+@MODES
+def test_a_model_rejecting_prefill_raises_unless_restarts_are_allowed(make_mesh, servers, mode):
+    mesh = make_mesh(n=3, pool=CONTINUE)
+    servers[0].set("m1", faults.cut(after=3))
+    servers[1].set("m2", faults.ok(reject_prefill=True))
+    with pytest.raises(StreamInterruptedError) as ei:
+        stream(mesh, mode, "chat", "hi")
+    assert ei.value.partial_text == "Hello from m1."  # nothing delivered twice
+    assert servers[2].count() == 0  # no start-over the consumer did not ask for
+
+
+def test_the_default_continues(make_mesh, servers):
     mesh = make_mesh(n=2, pool={"strategy": "priority-selection"})
+    servers[0].set("m1", faults.cut(after=3))
+    chunks = list(mesh.stream("chat", "hi"))
+    assert "".join(c.content for c in chunks) == "Hello from m1. You said: hi"
+    assert [c.continued_from for c in chunks if c.continued_from] == ["p1.m1"]
+    assert chunks[-1].model == "p2.m2" and chunks[-1].finish_reason == "stop"
+
+
+def test_raise_mode_hands_the_break_to_the_caller(make_mesh, servers):
+    mesh = make_mesh(n=2, pool={"strategy": "priority-selection", "stream_recovery": "raise"})
     servers[0].set("m1", faults.cut(after=3))
     with pytest.raises(StreamInterruptedError):
         list(mesh.stream("chat", "hi"))

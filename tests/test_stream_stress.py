@@ -25,7 +25,7 @@ import pytest
 
 from mesh_core import Mesh
 from mesh_core._types import CompletionChunk, CompletionRequest
-from mesh_core.providers import OpenAICompatibleProvider, Timeouts, _openai_compat as compat
+from mesh_core.providers import OpenAICompatibleProvider, Timeouts, _transport as compat
 from mesh_core.providers._base import StreamTimer
 from mesh_core.testing import FaultServer, faults
 from tests.conftest import MODES

@@ -9,7 +9,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from .._errors import ProviderTimeoutError
 from .._types import CompletionChunk, CompletionRequest
-from ._wire import DONE, ParsedResponse, RateLimitInfo, SSEDecoder, parse_chunk
+from ._reply import ParsedResponse, RateLimitInfo
+from ._sse import SSEDecoder
+from ._wire import DONE, parse_chunk
 
 __all__ = [
     "AsyncProviderStream",
@@ -79,6 +81,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class ProviderReply:
+    """What a non-streaming call gives the router, whatever the dialect."""
+
     response: ParsedResponse
     rate_limits: RateLimitInfo | None = None
 
@@ -142,7 +146,8 @@ def total_expired(timeouts: Timeouts) -> ProviderTimeoutError:
 
 
 def sse_chunks(decoder: SSEDecoder, raw: bytes | None) -> Iterator[CompletionChunk | None]:
-    """Chunks decoded from ``raw`` (None: end of stream); a None item means ``[DONE]``."""
+    """OpenAI chunks decoded from ``raw`` (None: end of stream); a None item means ``[DONE]``.
+    (The streams use the dialect's parser; this is the OpenAI one, unrolled, for tests.)"""
     events = decoder.close() if raw is None else decoder.feed(raw)
     for data in events:
         if data.strip() == DONE:
@@ -152,7 +157,8 @@ def sse_chunks(decoder: SSEDecoder, raw: bytes | None) -> Iterator[CompletionChu
 
 
 class ProviderStream(Iterator[CompletionChunk]):
-    """A streaming answer. ``done`` tells whether the provider ended it with ``[DONE]``."""
+    """A streaming answer. ``done`` tells whether the provider ended it with its end marker
+    (``[DONE]``, ``message_stop``)."""
 
     rate_limits: RateLimitInfo | None = None
     done: bool = False

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._errors import MalformedResponseError
 
-__all__ = ["BodyDecoder"]
+__all__ = ["BodyDecoder", "BodyReader"]
 
 _GZIP = ("gzip", "x-gzip")
 _SUPPORTED = (*_GZIP, "deflate")
@@ -111,3 +111,36 @@ class BodyDecoder:
             self.full, data = True, data[:room]
         self._size += len(data)
         return data
+
+
+class BodyReader:
+    """A whole body being read, sans I/O: what the sync and async read loops share. An
+    error body that does not decode is classified as it is; an answer that does not is
+    malformed."""
+
+    def __init__(self, decoder: BodyDecoder) -> None:
+        self._decoder = decoder
+        self._parts: list[bytes] = []
+        self._failed = False
+
+    def feed(self, raw: bytes) -> bool:
+        """Take some raw bytes; True when enough was read (a truncated error body)."""
+        if self._failed:
+            return True
+        try:
+            self._parts.append(self._decoder.feed(raw))
+        except MalformedResponseError:
+            if not self._decoder.truncate:
+                raise
+            self._failed = True
+            return True
+        return self._decoder.full
+
+    def result(self) -> bytes:
+        if not self._failed and not self._decoder.full:
+            try:
+                self._parts.append(self._decoder.flush())
+            except MalformedResponseError:
+                if not self._decoder.truncate:
+                    raise
+        return b"".join(self._parts)

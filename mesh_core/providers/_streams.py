@@ -1,8 +1,10 @@
 """Streaming answers over httpx: reading, decoding and timing an event stream.
 
-Shared by the providers that stream server-sent events. The body's content-encoding
-is decoded first (bounded by ``max_response_bytes``), then its events (lines bounded by
-``max_sse_line_bytes``); the first-token, stall and total deadlines hold each read (the
+Part of the transport, shared by every dialect (they all stream server-sent events). The
+body's content-encoding is decoded first (bounded by ``max_response_bytes``), then its SSE
+framing (lines bounded by ``max_sse_line_bytes``), then the dialect's
+:class:`~._dialect.StreamParser` turns each event into chunks; the first-token, stall and
+total deadlines hold each read (the
 capped timeout of a blocking read for sync streams, a :class:`~.watchdog.ReadDeadline` for
 async ones: see :mod:`.watchdog`).
 """
@@ -12,23 +14,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
+from typing import Any, cast
 
 import httpx
 
 from .._errors import ErrorKind, ProviderError, provider_error
 from .._types import CompletionChunk
-from ._base import AsyncProviderStream, Limits, ProviderStream, StreamTimer, Timeouts, sse_chunks
+from ._base import AsyncProviderStream, Limits, ProviderStream, StreamTimer, Timeouts
 from ._decoding import BodyDecoder
+from ._dialect import StreamParser
+from ._reply import RateLimitInfo
 from ._shards import Lease
+from ._sse import SSEDecoder
 from ._watchdog import IO_DEADLINE, Deadline, ReadDeadline
-from ._wire import SSEDecoder, parse_rate_limits
 
 __all__ = ["AsyncStream", "SyncStream", "map_transport_error"]
 
 _DRAIN_GRACE = 0.1
-"""Seconds a stream waits after ``[DONE]`` for the body's end (which keeps the connection)."""
+"""Seconds a stream waits after its end marker (``[DONE]``, ``message_stop``) for the body's
+end (which keeps the connection)."""
 _NOT_DONE = float("inf")
 
 
@@ -48,7 +53,8 @@ def map_transport_error(exc: httpx.HTTPError, timeouts: Timeouts) -> ProviderErr
 class _Decoding:
     """What both stream classes decide about the bytes they read, sans I/O: the body's
     content-encoding is decoded (a gzip-encoded event stream, bounded by
-    ``max_response_bytes``), then its events (lines bounded by ``max_sse_line_bytes``)."""
+    ``max_response_bytes``), then its events (lines bounded by ``max_sse_line_bytes``), then
+    what they say (the dialect's parser)."""
 
     done: bool = False
     _timer: StreamTimer
@@ -61,6 +67,8 @@ class _Decoding:
         lease: Lease[Any],
         limits: Limits,
         redact: Callable[[ProviderError], ProviderError],
+        parser: StreamParser,
+        rate_limits: RateLimitInfo | None,
     ) -> None:
         self._redact = redact
         self._resp = resp
@@ -68,8 +76,9 @@ class _Decoding:
         self._lease = lease
         self._body = BodyDecoder(resp.headers.get("content-encoding"), limits.max_response_bytes)
         self._sse = SSEDecoder(limits.max_sse_line_bytes)
-        self.rate_limits = parse_rate_limits(resp.headers)
-        self._chunks = self._run()  # type: ignore[attr-defined]  # each subclass's driver
+        self._parser = parser
+        self.rate_limits = rate_limits
+        self._chunks: Any = self._run()  # type: ignore[attr-defined]  # each subclass's driver
 
     def _deadline(self, now: float) -> float:
         """Until when the next read may wait: the stream's timeouts, or after ``[DONE]`` a
@@ -83,22 +92,24 @@ class _Decoding:
         return self._timer.deadline(now)
 
     def _decode(self, raw: bytes | None) -> Iterator[CompletionChunk]:
-        """The chunks in ``raw`` (None: the body ended). After ``[DONE]`` the rest of the body
-        is still read (and ignored): a response closed before its end takes its connection
-        with it, so every stream would cost a new connection, and a TLS handshake."""
+        """The chunks in ``raw`` (None: the body ended). After the end marker the rest of the
+        body is still read (and ignored): a response closed before its end takes its
+        connection with it, so every stream would cost a new connection, and a TLS handshake."""
         if self.done:
             return
+        sse, parser = self._sse, self._parser
         if raw is None:
             tail = self._body.flush()
-            events = itertools.chain(sse_chunks(self._sse, tail), sse_chunks(self._sse, None))
+            events = itertools.chain(sse.feed(tail), sse.close()) if tail else sse.close()
         else:
-            events = sse_chunks(self._sse, self._body.feed(raw))
-        for chunk in events:
-            if chunk is None:
+            events = sse.feed(self._body.feed(raw))
+        for data in events:
+            for chunk in parser.feed(data):
+                self._timer.saw(chunk)
+                yield chunk
+            if parser.done:
                 self.done = True
                 return
-            self._timer.saw(chunk)
-            yield chunk
 
 
 class SyncStream(_Decoding, ProviderStream):
@@ -107,11 +118,12 @@ class SyncStream(_Decoding, ProviderStream):
     returns what arrived in time, or times out having received nothing)."""
 
     def __next__(self) -> CompletionChunk:
-        return next(self._chunks)
+        chunk: CompletionChunk = next(self._chunks)
+        return chunk
 
-    def _run(self):
+    def _run(self) -> Generator[CompletionChunk, None, None]:
         timer, resp = self._timer, self._resp
-        raw_iter = resp.iter_raw()
+        raw_iter = cast("Generator[bytes, None, None]", resp.iter_raw())
         io = Deadline(at=0.0)
         try:
             while True:
@@ -151,12 +163,13 @@ class AsyncStream(_Decoding, AsyncProviderStream):
     ``asyncio.timeout_at`` that lets bytes which arrived in time through)."""
 
     async def __anext__(self) -> CompletionChunk:
-        return await self._chunks.__anext__()
+        chunk: CompletionChunk = await self._chunks.__anext__()
+        return chunk
 
-    async def _run(self):
+    async def _run(self) -> AsyncGenerator[CompletionChunk, None]:
         timer, resp = self._timer, self._resp
         loop = asyncio.get_running_loop()
-        raw_iter = resp.aiter_raw()
+        raw_iter = cast("AsyncGenerator[bytes, None]", resp.aiter_raw())
         try:
             while True:
                 now = time.monotonic()

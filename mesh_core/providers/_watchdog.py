@@ -259,9 +259,9 @@ def install(transport: Any) -> Any:
 
     httpx offers no parameter for it, hence the private attribute; a layout that has
     changed fails loudly here rather than leaving calls without deadlines."""
-    pool = getattr(transport, "_pool", None)
+    pool: Any = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
-    if backend is None:
+    if pool is None or backend is None:
         raise RuntimeError(
             "cannot install I/O deadlines: this httpx/httpcore version keeps its connection "
             "pool's network backend elsewhere"

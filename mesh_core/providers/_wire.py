@@ -1,27 +1,45 @@
-"""The OpenAI chat-completions wire format, sans I/O.
+"""The OpenAI chat-completions dialect, sans I/O.
 
-Everything here is a pure function of bytes, dicts and headers: building the
-request body, parsing a response, decoding server-sent events, classifying an
-error reply and reading rate-limit headers. The httpx drivers in
-``openai_compat`` only move bytes, so the sync and async paths share all of this.
+``POST {base_url}/chat/completions`` with a bearer token: OpenAI itself and every service
+that speaks its API (Groq, Together, OpenRouter, DeepSeek, Mistral, Ollama, vLLM,
+llama.cpp's server, LM Studio), and, with another URL and key header, Azure OpenAI
+(:mod:`._azure`). The mesh's own types are OpenAI-shaped, so this dialect translates
+nothing: it builds the body, parses replies and stream events (``data: {...}`` then
+``[DONE]``), classifies error bodies (``{"error": {"message", "type", "code"}}``) and reads
+``x-ratelimit-*`` headers. The module-level functions are the dialect's parts (the tests
+and benchmarks use them directly); :class:`OpenAIDialect` bundles them for the transport.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .._errors import ErrorKind, MalformedResponseError, ProviderError, provider_error
+from .._errors import ErrorKind, ProviderError, provider_error
 from .._types import CompletionChunk, CompletionRequest, ToolCall, ToolCallDelta, Usage
+from ._http_errors import kind_for_status, proxy_auth_error
+from ._reply import (
+    MAX_TOKENS,
+    ParsedResponse,
+    RateLimitInfo,
+    guarded as _total,
+    header_count as _int,
+    load_json as _json,
+    malformed as _malformed,
+    parse_retry_after,
+    seconds as _seconds,
+    usage_of,
+)
+from ._sse import SSEDecoder
 
 __all__ = [
+    "DONE",
     "MAX_TOKENS",
+    "OpenAIDialect",
+    "OpenAIStreamParser",
     "ParsedResponse",
     "RateLimitInfo",
     "SSEDecoder",
@@ -53,85 +71,11 @@ def build_payload(request: CompletionRequest, model_name: str, *, stream: bool) 
     return body
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedResponse:
-    id: str
-    provider_model: str | None
-    content: str | None
-    tool_calls: list[ToolCall]
-    finish_reason: str | None
-    usage: Usage | None
-    created: int
-
-
-MAX_TOKENS = 10**9
-"""Token counts at or above this (per request) are not believed."""
-
-
-def _count(value: Any) -> int:
-    """A reported token count: an integer (or integral float) in ``[0, MAX_TOKENS)``; a
-    missing one is 0. Anything else raises ValueError."""
-    if value is None:
-        return 0
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    elif isinstance(value, float) and value.is_integer():  # False for NaN and infinities
-        n = int(value)
-    else:
-        raise ValueError(value)
-    if not 0 <= n < MAX_TOKENS:
-        raise ValueError(value)
-    return n
-
-
 def _usage(raw: Any) -> Usage | None:
-    """The reported usage, or None when it is missing or unusable.
-
-    Unusable (a count that is a string, a bool, NaN, infinite, fractional, negative or
-    ``>= MAX_TOKENS``) is treated as *missing*, never clamped: a provider that miscounts
-    one field is not trusted with the others, and a missing usage is one the mesh knows
-    how to handle (a stream's is estimated). So counters and cost never turn negative,
-    NaN or absurd. A ``total_tokens`` below prompt + completion is raised to their sum.
-    """
+    """The reported usage (see :func:`._reply.usage_of`), or None when missing or unusable."""
     if not isinstance(raw, Mapping):
         return None
-    try:
-        p = _count(raw.get("prompt_tokens"))
-        c = _count(raw.get("completion_tokens"))
-        t = _count(raw.get("total_tokens"))
-    except ValueError:
-        return None
-    return Usage(p, c, max(t, p + c))
-
-
-def _malformed(why: str) -> MalformedResponseError:
-    return MalformedResponseError(f"malformed provider reply: {why}")
-
-
-def _json(text: bytes | str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise _malformed(f"{what} is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError):
-        shown = f": {text[:80]!r}" if what == "stream event" else ""
-        raise _malformed(f"{what} is not JSON{shown}") from None
-
-
-def _total(parse: Any, data: Any, what: str) -> Any:
-    """``parse(data)``; whatever goes wrong in it becomes a MalformedResponseError.
-
-    The parsers check the shapes they rely on and say what is wrong; this is the net under
-    them, so that no provider's bytes can ever surface as a raw Python exception (and so
-    escape failover)."""
-    try:
-        return parse(data)
-    except ProviderError:
-        raise
-    except RecursionError:
-        raise _malformed(f"{what} is nested too deeply") from None
-    except Exception as exc:
-        raise _malformed(f"unexpected {what} ({type(exc).__name__})") from None
+    return usage_of(raw.get("prompt_tokens"), raw.get("completion_tokens"), raw.get("total_tokens"))
 
 
 def _finish_reason(value: Any) -> str | None:
@@ -210,85 +154,6 @@ def _completion(data: Any) -> ParsedResponse:
     )
 
 
-class SSEDecoder:
-    """Incremental server-sent-events decoder: feed bytes, get ``data`` payloads.
-
-    Comments and non-data fields are skipped; the payloads of one event's data lines are
-    joined with newlines, as the SSE specification says. Linear in its input: each fed
-    chunk is searched once, and a line split over many chunks is kept as a list of pieces
-    joined once at its end (``buffer += chunk`` and a search from the start would copy
-    and rescan the line for every chunk: quadratic, minutes for a few MiB in small reads).
-    A line, or an event, longer than ``max_line_bytes`` is a MalformedResponseError.
-    """
-
-    __slots__ = ("_data", "_event_bytes", "_max", "_parts", "_pending")
-
-    def __init__(self, max_line_bytes: int = 4 << 20) -> None:
-        self._parts: list[bytes] = []
-        """The current line so far (received without its newline yet)."""
-        self._pending = 0
-        self._data: list[bytes] = []
-        """The data lines of the current event."""
-        self._event_bytes = 0
-        self._max = max_line_bytes
-
-    def _too_long(self, what: str) -> MalformedResponseError:
-        return _malformed(f"stream {what} longer than max_sse_line_bytes ({self._max} bytes)")
-
-    def feed(self, chunk: bytes) -> Iterator[str]:
-        start = 0
-        while (nl := chunk.find(b"\n", start)) >= 0:
-            if self._parts:
-                self._parts.append(chunk[start:nl])
-                line = b"".join(self._parts)
-                self._parts, self._pending = [], 0
-            else:
-                line = chunk[start:nl]
-            start = nl + 1
-            if len(line) > self._max:
-                raise self._too_long("line")
-            data = self._line(line)
-            if data is not None:
-                yield data
-        if start < len(chunk):
-            self._pending += len(chunk) - start
-            if self._pending > self._max:
-                raise self._too_long("line")
-            self._parts.append(chunk[start:] if start else chunk)
-
-    def _line(self, line: bytes) -> str | None:
-        """Take one line; the event's data when the line ends it."""
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            return self._event()
-        if line.startswith(b":"):
-            return None
-        field, _, value = line.partition(b":")
-        if field == b"data":
-            if value.startswith(b" "):
-                value = value[1:]
-            self._event_bytes += len(value) + 1
-            if self._event_bytes > self._max:
-                raise self._too_long("event")
-            self._data.append(value)
-        return None
-
-    def _event(self) -> str | None:
-        if not self._data:
-            return None
-        data = b"\n".join(self._data).decode("utf-8", "replace")
-        self._data, self._event_bytes = [], 0
-        return data
-
-    def close(self) -> Iterator[str]:
-        """Flush an event left unterminated at the end of the stream."""
-        if self._parts and b"".join(self._parts).strip():
-            yield from self.feed(b"\n\n")
-        elif (data := self._event()) is not None:
-            yield data
-
-
 DONE = "[DONE]"
 
 
@@ -364,11 +229,6 @@ def _tool_call_delta(raw: Any) -> ToolCallDelta:
     )
 
 
-_CONTEXT = re.compile(r"context[_ ]length|context window|maximum context|too many tokens", re.I)
-_POLICY = re.compile(r"content[_ ]policy|content[_ ]filter|safety system|flagged", re.I)
-_QUOTA = re.compile(r"insufficient_quota|quota|billing|credit", re.I)
-
-
 def _error_text(body: bytes) -> tuple[str, str]:
     """(code or type, message) from an error body, best effort: never raises."""
     try:
@@ -387,71 +247,12 @@ def classify_error(
 ) -> ProviderError:
     """Classify an HTTP error reply into the error taxonomy, keeping the status."""
     if status == 407:
-        # A proxy between us and the provider wants (other) credentials: the provider cannot
-        # be reached, which is no fault of the request. Its body may echo what was sent.
-        return provider_error(
-            ErrorKind.CONNECTION, "HTTP 407: the proxy requires authentication", status_code=407
-        )
+        return proxy_auth_error()
     code, message = _error_text(body)
-    both = f"{code} {message}"
     retry_after = parse_retry_after(headers, now=now)
-    if status in (401, 403):
-        kind = ErrorKind.AUTHENTICATION
-    elif status == 429:
-        kind = ErrorKind.QUOTA_EXHAUSTED if _QUOTA.search(both) else ErrorKind.RATE_LIMITED
-    elif status == 408:
-        kind = ErrorKind.TIMEOUT
-    elif status >= 500 or status == 404:
-        kind = ErrorKind.SERVER_ERROR
-    elif _CONTEXT.search(both):
-        kind = ErrorKind.CONTEXT_WINDOW
-    elif _POLICY.search(both):
-        kind = ErrorKind.CONTENT_POLICY
-    else:
-        kind = ErrorKind.BAD_REQUEST
+    kind = kind_for_status(status, f"{code} {message}")
     text = f"HTTP {status}" + (f": {message}" if message else "")
     return provider_error(kind, text, status_code=status, retry_after=retry_after)
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date);
-    None when absent or not a number."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return _seconds(float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return _seconds(float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return _seconds(when - (time.time() if now is None else now))
-
-
-def _seconds(value: float) -> float | None:
-    """A non-negative number of seconds; None for NaN (an infinity stays: whoever waits caps
-    it, e.g. by ``recovery.max_cooldown``)."""
-    return None if math.isnan(value) else max(0.0, value)
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitInfo:
-    """Rate-limit headroom reported by the provider's ``x-ratelimit-*`` headers."""
-
-    requests_limit: int | None = None
-    requests_remaining: int | None = None
-    tokens_limit: int | None = None
-    tokens_remaining: int | None = None
-    reset_requests: float | None = None
-    """Seconds until the request window resets."""
 
 
 _RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -469,15 +270,6 @@ def _reset_seconds(value: str | None) -> float | None:
         return _seconds(sum(float(n) * _RESET_UNITS[u] for n, u in parts)) if parts else None
 
 
-def _int(value: str | None) -> int | None:
-    """A header's non-negative count (``"100"``, ``"99.0"``); None when it is not one."""
-    try:
-        n = int(float(value)) if value is not None else None
-    except (ValueError, OverflowError):  # "x", "nan", "inf"
-        return None
-    return n if n is None or n >= 0 else None
-
-
 def parse_rate_limits(headers: Mapping[str, str]) -> RateLimitInfo | None:
     """Read ``x-ratelimit-*`` headers; None when the provider sent none."""
     get = headers.get
@@ -493,3 +285,52 @@ def parse_rate_limits(headers: Mapping[str, str]) -> RateLimitInfo | None:
         tokens_remaining=_int(get("x-ratelimit-remaining-tokens")),
         reset_requests=_reset_seconds(get("x-ratelimit-reset-requests")),
     )
+
+
+class OpenAIStreamParser:
+    """The events of one OpenAI stream: a chunk per ``data`` payload, until ``[DONE]``."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def feed(self, data: str) -> Iterator[CompletionChunk]:
+        if data.strip() == DONE:
+            self.done = True
+            return
+        yield parse_chunk(data)
+
+
+class OpenAIDialect:
+    """The chat-completions protocol at ``{base_url}/chat/completions``, bearer-authenticated.
+
+    ``path`` is where the endpoint lives under the base URL (``/chat/completions``);
+    subclasses change what differs (Azure: the path per deployment, the query, the key header).
+    """
+
+    name = "openai"
+    path = "/chat/completions"
+
+    def endpoint(self, model_name: str, *, stream: bool) -> tuple[str, Mapping[str, str]]:
+        return self.path, {}
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def build_payload(
+        self, request: CompletionRequest, model_name: str, *, stream: bool
+    ) -> dict[str, Any]:
+        return build_payload(request, model_name, stream=stream)
+
+    def parse_reply(self, body: bytes, request: CompletionRequest) -> ParsedResponse:
+        return parse_completion(body)
+
+    def stream_parser(self, request: CompletionRequest) -> OpenAIStreamParser:
+        return OpenAIStreamParser()
+
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        return classify_error(status, headers, body)
+
+    def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
+        return parse_rate_limits(headers)

@@ -1,4 +1,4 @@
-"""State persistence: memory, JSON file, SQLite, Redis."""
+"""State persistence: memory, JSON file, SQLite, Redis, and backends registered by name."""
 
 from __future__ import annotations
 
@@ -6,20 +6,34 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._base import PersistedState, StateStore, StateStoreError, UsageCounters
 from ._memory import MemoryStore
+from ._registry import (
+    DEFAULT_PATHS,
+    StoreFactory,
+    known_store_backends,
+    register_store_backend,
+    store_factory,
+)
+
+if TYPE_CHECKING:
+    from .._config import StorageConfig
 
 __all__ = [
+    "DEFAULT_PATHS",
     "MemoryStore",
     "PersistedState",
     "StateStore",
     "StateStoreError",
+    "StoreFactory",
     "UsageCounters",
     "create_store",
+    "known_store_backends",
     "open_store",
     "quarantine",
+    "register_store_backend",
 ]
 
 logger = logging.getLogger("modelmesh")
@@ -37,7 +51,7 @@ def quarantine(path: str | os.PathLike[str]) -> str | None:
     return aside
 
 
-def open_store(config: Any) -> StateStore:
+def open_store(config: StorageConfig) -> StateStore:
     """:func:`create_store`, honouring ``on_corrupt: fresh`` for an unreadable file."""
     try:
         return create_store(config)
@@ -58,27 +72,25 @@ def open_store(config: Any) -> StateStore:
         return create_store(config)
 
 
-def create_store(config: Any, *, read_only: bool = False) -> StateStore:
-    """The store a ``storage`` configuration section describes (imports only what it needs).
+def create_store(config: StorageConfig, *, read_only: bool = False) -> StateStore:
+    """The store a ``storage`` configuration section describes, built by the factory
+    registered under its ``backend`` (which imports only what it needs).
 
     ``read_only``: a JSON file is read without taking its lock (to look at a running
-    mesh's state); the other backends are shared anyway.
+    mesh's state); the other backends are shared anyway, or their own business.
     """
-    backend = config.backend
-    timeout = getattr(config, "timeout", 2.0)
-    if backend == "memory":
-        return MemoryStore()
-    if backend == "json":
+    if read_only and config.backend == "json":
         from ._jsonfile import JsonFileStore
 
-        return JsonFileStore(config.path or "modelmesh-state.json", read_only=read_only)
-    if backend == "sqlite":
-        from ._sqlite import SqliteStore
-
-        return SqliteStore(config.path or "modelmesh-state.db", timeout=timeout)
-    if backend == "redis":
-        from ._redis import RedisStore
-
-        url = config.url.get_secret_value() if config.url else "redis://127.0.0.1:6379/0"
-        return RedisStore(url, key_prefix=config.key_prefix, timeout=timeout)
-    raise ValueError(f"unknown storage backend {backend!r}")
+        return JsonFileStore(config.path or DEFAULT_PATHS["json"], read_only=True)
+    try:
+        factory = store_factory(config.backend)
+    except KeyError as exc:  # a configuration built without validation
+        raise ValueError(exc.args[0]) from None
+    store = factory(config)
+    if not isinstance(store, StateStore):
+        raise TypeError(
+            f"the factory of store backend {config.backend!r} returned "
+            f"{type(store).__name__}, not a mesh_core.stores.StateStore"
+        )
+    return store

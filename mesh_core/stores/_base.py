@@ -77,8 +77,9 @@ class StateStore(ABC):
     """Where the mesh keeps its state."""
 
     shared: ClassVar[bool] = False
-    durable: ClassVar[bool] = True
-    """False for a store that keeps nothing beyond the process (saving it is pointless)."""
+    durable: bool = True
+    """False for a store that keeps nothing beyond the process (saving it is pointless);
+    a class default, which an instance may override (a read-only view of a file)."""
     name: ClassVar[str] = ""
 
     @abstractmethod

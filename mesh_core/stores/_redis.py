@@ -16,7 +16,11 @@ import json
 import time
 from typing import Any
 
+from .._config import StorageConfig
 from ._base import PersistedState, StateStore, StateStoreError, UsageCounters
+
+_STORAGE = StorageConfig()
+"""The configuration's defaults, which this store's are (written once, there)."""
 
 __all__ = ["RedisStore"]
 
@@ -46,7 +50,13 @@ class RedisStore(StateStore):
     shared = True
     name = "redis"
 
-    def __init__(self, url: str, *, key_prefix: str = "modelmesh:", timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = _STORAGE.key_prefix,
+        timeout: float = _STORAGE.timeout,
+    ) -> None:
         """``timeout``: the socket timeout of one operation. Failures are retried once on a
         fresh connection, no more: the mesh does its own backoff and never waits long."""
         try:

@@ -16,7 +16,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .._config import StorageConfig
 from ._base import FORMAT, PersistedState, StateStore, StateStoreError, UsageCounters
+
+_STORAGE = StorageConfig()
+"""The configuration's defaults, which this store's are (written once, there)."""
 
 __all__ = ["SqliteStore"]
 
@@ -46,7 +50,7 @@ class SqliteStore(StateStore):
     shared = True
     name = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 2.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = _STORAGE.timeout) -> None:
         """``timeout``: how long one operation waits for another process's write
         transaction (SQLite's busy timeout) before it fails."""
         self.path = Path(path)

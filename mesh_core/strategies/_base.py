@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
 
 from .._clock import Clock, SystemClock
 from .._errors import NoAvailableModelError
@@ -13,9 +15,11 @@ from .._state import ModelSnapshot
 from .._types import CompletionRequest
 
 __all__ = [
+    "POOL_OPTION_KEYS",
     "BalanceMode",
     "SelectionResult",
     "SelectionStrategy",
+    "StrategyContext",
     "StrategyOptions",
     "priority_score",
 ]
@@ -38,23 +42,43 @@ class SelectionResult:
     reason: str
 
 
-@dataclass(frozen=True)
-class StrategyOptions:
-    """Every parameter a pool can give its strategy (the pool's strategy options)."""
+class StrategyOptions(BaseModel):
+    """The base of every strategy's options: validated, frozen, unknown keys refused.
+
+    Each strategy names its own subclass as ``Options`` (a strategy without options
+    keeps this empty one), so that a pool's settings for it are checked when the
+    configuration loads, with errors that name the pool, the strategy and the option,
+    rather than when the strategy first reads a loose mapping. A pool gives them under
+    ``strategy_options:`` and, for the options the SelectionStrategy contract names as
+    pool keys (``balance_mode``, ``rate_limit``, ``fallback_strategy``, ...), as the
+    pool's own keys: see :data:`POOL_OPTION_KEYS`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+POOL_OPTION_KEYS: tuple[str, ...] = (
+    "fallback_strategy",
+    "balance_mode",
+    "affinity_mode",
+    "session_timeout",
+    "output_ratio",
+    "rate_limit",
+)
+"""Strategy options that are written as a pool's own keys (the configuration contract
+predates per-strategy options). A strategy that declares an option of one of these names
+receives it from there; to any other strategy the key means nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyContext:
+    """What every strategy gets from its pool, whatever the strategy: the priority
+    lists (the shared base score reads them) and the clock (never a configuration
+    value, so not an option)."""
 
     model_priority: tuple[str, ...] = ()
     provider_priority: tuple[str, ...] = ()
-    fallback_strategy: str = "round-robin"
-    balance_mode: BalanceMode = BalanceMode.RELATIVE
-    rate_limit_threshold: float = 0.8
-    rate_limit_min_delta: float = 0.0
-    rate_limit_max_rpm: int = 0
-    affinity_mode: str = "fallback"
-    session_timeout: float = 1800.0
-    output_ratio: float = 0.25
     clock: Clock = field(default_factory=SystemClock)
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Options of custom strategies (``strategy_options`` in configuration)."""
 
 
 def priority_score(
@@ -88,16 +112,55 @@ class SelectionStrategy:
     request. The default :meth:`select` returns the highest :meth:`score`, ties
     going to the first candidate. Strategies that keep state between requests
     (a pointer, a cursor, a session table) override :meth:`select`.
+
+    A strategy with parameters declares them as its ``Options`` (a
+    :class:`StrategyOptions` subclass, so a bad value is refused when the configuration
+    loads, not at the first request) and reads them from ``self.options``. What every
+    strategy gets besides is ``self.context`` (the pool's priority lists) and
+    ``self.clock``.
     """
 
     strategy_id: ClassVar[str] = ""
+    Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+    """This strategy's options model; a subclass with options names its own."""
 
-    def __init__(self, options: StrategyOptions | None = None) -> None:
-        self.options = options or StrategyOptions()
+    def __init__(
+        self, options: StrategyOptions | None = None, context: StrategyContext | None = None
+    ) -> None:
+        opts = self.Options() if options is None else options
+        if not isinstance(opts, self.Options):
+            raise TypeError(
+                f"{type(self).__name__} takes {self.Options.__name__}, not {type(opts).__name__}"
+            )
+        self.options = opts
+        self.context = context if context is not None else StrategyContext()
+        self.clock = self.context.clock
         self.pool_name = ""
         self._position: dict[str, int] = {}
-        self._model_rank = _ranks(self.options.model_priority)
-        self._provider_rank = _ranks(self.options.provider_priority)
+        self._model_rank = _ranks(self.context.model_priority)
+        self._provider_rank = _ranks(self.context.provider_priority)
+
+    # --- options ------------------------------------------------------------------
+    @classmethod
+    def parse_options(
+        cls, settings: Mapping[str, Any], pool_keys: Collection[str] = ()
+    ) -> StrategyOptions:
+        """This strategy's options from a pool's settings (pydantic's ValidationError
+        when one is unknown or invalid).
+
+        ``pool_keys`` are the settings written as the pool's own keys: one this strategy
+        has no option for is left out (it belongs to another strategy), where an unknown
+        key under ``strategy_options`` is an error.
+        """
+        fields = cls.Options.model_fields
+        return cls.Options.model_validate(
+            {k: v for k, v in settings.items() if k in fields or k not in pool_keys}
+        )
+
+    @classmethod
+    def option_names(cls, settings: Mapping[str, Any]) -> list[str]:
+        """The options this strategy accepts with these settings (for error messages)."""
+        return sorted(cls.Options.model_fields)
 
     # --- the interface every strategy implements --------------------------
     def select(

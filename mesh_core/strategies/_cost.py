@@ -5,13 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from operator import attrgetter
 
+from pydantic import Field
+
 from .._state import ModelSnapshot
 from .._types import CompletionRequest
-from ._base import SelectionResult, SelectionStrategy, StrategyOptions
+from ._base import SelectionResult, SelectionStrategy, StrategyContext, StrategyOptions
 
-__all__ = ["CostFirstStrategy"]
+__all__ = ["CostFirstOptions", "CostFirstStrategy"]
 
 _ID = attrgetter("model_id")
+
+
+class CostFirstOptions(StrategyOptions):
+    """Options of cost-first (``output_ratio`` is also a pool key)."""
+
+    output_ratio: float = Field(0.25, ge=0, le=1)
+    """The expected share of output tokens, by which input and output prices blend."""
+
+
+def blended_price(input_price: float | None, output_price: float | None, ratio: float) -> float:
+    """The price per 1k tokens of a request whose tokens are ``ratio`` output."""
+    return (input_price or 0.0) * (1 - ratio) + (output_price or 0.0) * ratio
 
 
 class CostFirstStrategy(SelectionStrategy):
@@ -24,9 +38,13 @@ class CostFirstStrategy(SelectionStrategy):
     """
 
     strategy_id = "modelmesh.cost-first.v1"
+    Options = CostFirstOptions
+    options: CostFirstOptions
 
-    def __init__(self, options: StrategyOptions | None = None) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: StrategyOptions | None = None, context: StrategyContext | None = None
+    ) -> None:
+        super().__init__(options, context)
         self._price: dict[str, float] = {}
         """Effective price per model (prices are static: computed once per model)."""
 
@@ -48,5 +66,6 @@ class CostFirstStrategy(SelectionStrategy):
     def score(self, candidate: ModelSnapshot, request: CompletionRequest) -> float:
         if candidate.input_price is None and candidate.output_price is None:
             return float("-inf")
-        r = self.options.output_ratio
-        return -((candidate.input_price or 0.0) * (1 - r) + (candidate.output_price or 0.0) * r)
+        return -blended_price(
+            candidate.input_price, candidate.output_price, self.options.output_ratio
+        )

@@ -6,16 +6,23 @@ from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
+from pydantic import Field
+
 from .._state import ModelSnapshot
 from .._types import CompletionRequest
-from ._base import SelectionResult, SelectionStrategy, StrategyOptions
+from ._base import SelectionResult, SelectionStrategy, StrategyContext, StrategyOptions
 
-__all__ = ["DEFAULT_EXPLORE_EVERY", "LatencyFirstStrategy"]
+__all__ = ["LatencyFirstOptions", "LatencyFirstStrategy"]
 
 _mean = attrgetter("latency_mean")
 
-DEFAULT_EXPLORE_EVERY = 10
-"""One selection in ten may go to a model without latency history (a tenth of the traffic)."""
+
+class LatencyFirstOptions(StrategyOptions):
+    """Options of latency-first."""
+
+    explore_every: int = Field(10, ge=0, strict=True)
+    """One selection in this many may go to a model without latency history (10: a tenth
+    of the traffic at most); 0 turns exploration off."""
 
 
 class LatencyFirstStrategy(SelectionStrategy):
@@ -33,15 +40,14 @@ class LatencyFirstStrategy(SelectionStrategy):
     """
 
     strategy_id = "modelmesh.latency-first.v1"
+    Options = LatencyFirstOptions
+    options: LatencyFirstOptions
 
-    def __init__(self, options: StrategyOptions | None = None) -> None:
-        super().__init__(options)
-        every = self.options.extra.get("explore_every", DEFAULT_EXPLORE_EVERY)
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise ValueError(
-                f"strategy_options.explore_every must be an integer >= 0, got {every!r}"
-            )
-        self.explore_every = every
+    def __init__(
+        self, options: StrategyOptions | None = None, context: StrategyContext | None = None
+    ) -> None:
+        super().__init__(options, context)
+        self.explore_every = self.options.explore_every
         self._turn = 0
         """Selections since the last exploration (counted only while one is possible)."""
         self._explored = 0

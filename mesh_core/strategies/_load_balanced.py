@@ -9,11 +9,24 @@ from typing import Any
 
 from .._state import ModelSnapshot
 from .._types import CompletionRequest
-from ._base import BalanceMode, SelectionResult, SelectionStrategy, StrategyOptions
+from ._base import (
+    BalanceMode,
+    SelectionResult,
+    SelectionStrategy,
+    StrategyContext,
+    StrategyOptions,
+)
 
-__all__ = ["LoadBalancedStrategy"]
+__all__ = ["LoadBalancedOptions", "LoadBalancedStrategy"]
 
 _ID = attrgetter("model_id")
+
+
+class LoadBalancedOptions(StrategyOptions):
+    """Options of load-balanced (``balance_mode`` is also a pool key)."""
+
+    balance_mode: BalanceMode = BalanceMode.RELATIVE
+    """``relative``: weights are remaining / limit; ``absolute``: the remaining count."""
 
 
 class LoadBalancedStrategy(SelectionStrategy):
@@ -31,9 +44,13 @@ class LoadBalancedStrategy(SelectionStrategy):
     """
 
     strategy_id = "modelmesh.load-balanced.v1"
+    Options = LoadBalancedOptions
+    options: LoadBalancedOptions
 
-    def __init__(self, options: StrategyOptions | None = None) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: StrategyOptions | None = None, context: StrategyContext | None = None
+    ) -> None:
+        super().__init__(options, context)
         self._pass: dict[str, float] = {}
         self._aligned: tuple[Sequence[ModelSnapshot], list[str], list[float]] | None = None
         """The last candidate list with its ids and passes, slot for slot."""
@@ -66,7 +83,8 @@ class LoadBalancedStrategy(SelectionStrategy):
             ids, current = cached[1], cached[2]
         else:
             ids = list(map(_ID, candidates))
-            current = list(map(passes.get, ids))
+            # None for a model not seen yet (given a pass below), hence the ignore:
+            current = list(map(passes.get, ids))  # type: ignore[arg-type]  # see above
         if None in current:  # models seen for the first time start at the current pass
             known = [p for p in current if p is not None]
             start = max(min(known), self._now) if known else self._now

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
+
+from pydantic import PrivateAttr, field_validator
 
 from .._errors import NoAvailableModelError
 from .._state import ModelSnapshot
 from .._types import CompletionRequest
-from ._base import SelectionResult, SelectionStrategy, StrategyOptions, priority_score
+from ._base import (
+    SelectionResult,
+    SelectionStrategy,
+    StrategyContext,
+    StrategyOptions,
+    priority_score,
+)
+from ._registry import resolve_strategy_id, strategy_class
 
-__all__ = ["PrioritySelectionStrategy", "StickUntilFailureStrategy"]
+__all__ = ["PrioritySelectionOptions", "PrioritySelectionStrategy", "StickUntilFailureStrategy"]
+
+_PRIORITY_ID = "modelmesh.priority-selection.v1"
 
 
 class StickUntilFailureStrategy(SelectionStrategy):
@@ -25,8 +36,10 @@ class StickUntilFailureStrategy(SelectionStrategy):
 
     strategy_id = "modelmesh.stick-until-failure.v1"
 
-    def __init__(self, options: StrategyOptions | None = None) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: StrategyOptions | None = None, context: StrategyContext | None = None
+    ) -> None:
+        super().__init__(options, context)
         self.current: str | None = None
 
     def select(
@@ -62,6 +75,43 @@ class StickUntilFailureStrategy(SelectionStrategy):
         self.current = data.get("current")
 
 
+class PrioritySelectionOptions(StrategyOptions):
+    """Options of priority-selection (``fallback_strategy`` is also a pool key).
+
+    The fallback strategy's own options come from the same pool settings: a pool with
+    ``fallback_strategy: load-balanced`` may set ``balance_mode`` too.
+    """
+
+    fallback_strategy: str = "round-robin"
+    """The strategy that decides when no model of the priority lists is available, or
+    ``error`` to raise NoAvailableModelError then."""
+    _fallback_options: StrategyOptions | None = PrivateAttr(None)
+
+    @field_validator("fallback_strategy")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value == "error":
+            return value
+        try:
+            resolved = resolve_strategy_id(value)
+        except KeyError as exc:
+            msg = str(exc.args[0])
+            raise ValueError(msg[:-1] + ", or 'error')" if msg.endswith(")") else msg) from None
+        if resolved == _PRIORITY_ID:
+            raise ValueError("cannot be priority-selection itself")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        """The fallback's default options, until :meth:`parse_options` sets them."""
+        if self.fallback_strategy != "error":
+            self._fallback_options = strategy_class(self.fallback_strategy).Options()
+
+    @property
+    def fallback_options(self) -> StrategyOptions | None:
+        """The fallback's options (None: no fallback, ``error``)."""
+        return self._fallback_options
+
+
 class PrioritySelectionStrategy(SelectionStrategy):
     """Always prefer the highest-priority available model.
 
@@ -73,19 +123,45 @@ class PrioritySelectionStrategy(SelectionStrategy):
     recovered higher-priority model at once.
     """
 
-    strategy_id = "modelmesh.priority-selection.v1"
+    strategy_id = _PRIORITY_ID
+    Options = PrioritySelectionOptions
+    options: PrioritySelectionOptions
 
-    def __init__(self, options: StrategyOptions | None = None) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: StrategyOptions | None = None, context: StrategyContext | None = None
+    ) -> None:
+        super().__init__(options, context)
         self._fallback: SelectionStrategy | None = None
         fb = self.options.fallback_strategy
         if fb != "error":
-            from ._registry import create_strategy, resolve_strategy_id
+            # The fallback sees the same candidates and context; it cannot fall back in turn.
+            self._fallback = strategy_class(fb)(self.options.fallback_options, self.context)
 
-            if resolve_strategy_id(fb) == self.strategy_id:
-                raise ValueError("fallback_strategy cannot be priority-selection itself")
-            # The fallback sees the same candidates; it must not fall back in turn.
-            self._fallback = create_strategy(fb, self.options)
+    @classmethod
+    def parse_options(
+        cls, settings: Mapping[str, Any], pool_keys: Collection[str] = ()
+    ) -> StrategyOptions:
+        """Its own options, and the fallback's from the settings that are not its own."""
+        own = PrioritySelectionOptions.model_fields
+        options = PrioritySelectionOptions.model_validate(
+            {k: v for k, v in settings.items() if k in own}
+        )
+        rest = {k: v for k, v in settings.items() if k not in own}
+        fb = options.fallback_strategy
+        if fb == "error":  # nothing else to give options to: unknown ones are refused
+            SelectionStrategy.parse_options(rest, pool_keys)
+        else:
+            options._fallback_options = strategy_class(fb).parse_options(rest, pool_keys)
+        return options
+
+    @classmethod
+    def option_names(cls, settings: Mapping[str, Any]) -> list[str]:
+        fb = settings.get("fallback_strategy", cls.Options().fallback_strategy)
+        try:
+            extra = strategy_class(fb).option_names({}) if fb != "error" else []
+        except KeyError:
+            extra = []
+        return sorted({*cls.Options.model_fields, *extra})
 
     def bind(self, pool_name: str, model_ids: Sequence[str]) -> None:
         super().bind(pool_name, model_ids)

@@ -5,11 +5,38 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
+from pydantic import Field
+
+from .._config import Duration
 from .._state import ModelSnapshot
 from .._types import CompletionRequest
-from ._base import SelectionResult, SelectionStrategy, StrategyOptions, priority_score
+from ._base import (
+    SelectionResult,
+    SelectionStrategy,
+    StrategyContext,
+    StrategyOptions,
+    priority_score,
+)
 
-__all__ = ["RateLimitAwareStrategy", "usage_ratio"]
+__all__ = ["RateLimitAwareOptions", "RateLimitAwareStrategy", "RateLimitOptions", "usage_ratio"]
+
+
+class RateLimitOptions(StrategyOptions):
+    """The pool's ``rate_limit`` section."""
+
+    threshold: float = Field(0.8, gt=0, le=1)
+    """Switch models at this fraction of the rate limit."""
+    min_delta: Duration = 0.0
+    """The shortest time between two requests to the same model."""
+    max_rpm: int = Field(0, ge=0)
+    """Requests per minute counted locally when the provider sends no rate-limit headers
+    (0: no local limit)."""
+
+
+class RateLimitAwareOptions(StrategyOptions):
+    """Options of rate-limit-aware (``rate_limit`` is also a pool key)."""
+
+    rate_limit: RateLimitOptions = Field(default_factory=RateLimitOptions)
 
 
 def usage_ratio(c: ModelSnapshot) -> float | None:
@@ -35,14 +62,18 @@ class RateLimitAwareStrategy(SelectionStrategy):
     """
 
     strategy_id = "modelmesh.rate-limit-aware.v1"
+    Options = RateLimitAwareOptions
+    options: RateLimitAwareOptions
 
-    def __init__(self, options: StrategyOptions | None = None) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: StrategyOptions | None = None, context: StrategyContext | None = None
+    ) -> None:
+        super().__init__(options, context)
         self._sent: dict[str, deque[float]] = {}
 
     def _ratio(self, c: ModelSnapshot, now: float) -> tuple[float, bool]:
         """(usage ratio, blocked) for one candidate at ``now``."""
-        opts = self.options
+        opts = self.options.rate_limit
         sent = self._sent.get(c.model_id)
         if sent:
             while sent and sent[0] <= now - 60.0:
@@ -50,9 +81,9 @@ class RateLimitAwareStrategy(SelectionStrategy):
         recent = len(sent) if sent else 0
         ratio = usage_ratio(c)
         if ratio is None:
-            ratio = recent / opts.rate_limit_max_rpm if opts.rate_limit_max_rpm else 0.0
-        blocked = bool(opts.rate_limit_max_rpm and recent >= opts.rate_limit_max_rpm) or bool(
-            opts.rate_limit_min_delta and sent and now - sent[-1] < opts.rate_limit_min_delta
+            ratio = recent / opts.max_rpm if opts.max_rpm else 0.0
+        blocked = bool(opts.max_rpm and recent >= opts.max_rpm) or bool(
+            opts.min_delta and sent and now - sent[-1] < opts.min_delta
         )
         return ratio, blocked
 
@@ -60,8 +91,8 @@ class RateLimitAwareStrategy(SelectionStrategy):
         self, candidates: Sequence[ModelSnapshot], request: CompletionRequest
     ) -> SelectionResult:
         self._require(candidates)
-        now = self.options.clock.time()
-        threshold = self.options.rate_limit_threshold
+        now = self.clock.time()
+        threshold = self.options.rate_limit.threshold
         ordered = self._priority_order(candidates)
         best, best_ratio = ordered[0], float("inf")
         for cand in ordered:
@@ -84,5 +115,5 @@ class RateLimitAwareStrategy(SelectionStrategy):
         return self._result(c, (1.0 - ratio) * 100.0, reason)
 
     def score(self, candidate: ModelSnapshot, request: CompletionRequest) -> float:
-        ratio, _ = self._ratio(candidate, self.options.clock.time())
+        ratio, _ = self._ratio(candidate, self.clock.time())
         return (1.0 - ratio) * 100.0

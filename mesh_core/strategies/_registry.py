@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import difflib
 import threading
+from collections.abc import Mapping
+from typing import Any
 
-from ._base import SelectionStrategy, StrategyOptions
+from ._base import SelectionStrategy, StrategyContext, StrategyOptions
 
-__all__ = ["create_strategy", "known_strategies", "register_strategy", "resolve_strategy_id"]
+__all__ = [
+    "create_strategy",
+    "known_strategies",
+    "register_strategy",
+    "resolve_strategy_id",
+    "strategy_class",
+]
 
 _REGISTRY: dict[str, type[SelectionStrategy]] = {}
 _LOCK = threading.Lock()
@@ -19,10 +27,18 @@ def register_strategy(
     """Register ``cls`` under ``strategy_id`` so configuration can name it.
 
     IDs look like ``acme.my-strategy.v1``. Registering an ID twice is an error
-    unless ``replace`` is set.
+    unless ``replace`` is set. A strategy with parameters declares them as its
+    ``Options`` (a :class:`StrategyOptions` subclass): pools then give them under
+    ``strategy_options:``, checked when the configuration loads.
     """
     if not isinstance(cls, type) or not issubclass(cls, SelectionStrategy):
         raise TypeError("a strategy must subclass mesh_core.strategies.SelectionStrategy")
+    options = getattr(cls, "Options", None)
+    if not isinstance(options, type) or not issubclass(options, StrategyOptions):
+        raise TypeError(
+            f"{cls.__name__}.Options must subclass mesh_core.strategies.StrategyOptions "
+            "(a pydantic model of the strategy's options)"
+        )
     with _LOCK:
         if strategy_id in _REGISTRY and not replace and _REGISTRY[strategy_id] is not cls:
             raise ValueError(f"strategy {strategy_id!r} is already registered")
@@ -52,6 +68,19 @@ def resolve_strategy_id(name: str) -> str:
     raise KeyError(f"unknown strategy {name!r}{hint} (known: {', '.join(known_strategies())})")
 
 
-def create_strategy(name: str, options: StrategyOptions | None = None) -> SelectionStrategy:
-    """Build the strategy registered under ``name``."""
-    return _REGISTRY[resolve_strategy_id(name)](options)
+def strategy_class(name: str) -> type[SelectionStrategy]:
+    """The class registered under ``name`` (any form :func:`resolve_strategy_id` takes)."""
+    return _REGISTRY[resolve_strategy_id(name)]
+
+
+def create_strategy(
+    name: str,
+    options: StrategyOptions | Mapping[str, Any] | None = None,
+    context: StrategyContext | None = None,
+) -> SelectionStrategy:
+    """Build the strategy registered under ``name``; ``options`` may be its options
+    model or a mapping of them, validated here."""
+    cls = strategy_class(name)
+    if options is not None and not isinstance(options, StrategyOptions):
+        options = cls.parse_options(options)
+    return cls(options, context)

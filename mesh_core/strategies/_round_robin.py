@@ -7,7 +7,7 @@ from typing import Any
 
 from .._state import ModelSnapshot
 from .._types import CompletionRequest
-from ._base import SelectionResult, SelectionStrategy, StrategyOptions
+from ._base import SelectionResult, SelectionStrategy, StrategyContext, StrategyOptions
 
 __all__ = ["RoundRobinStrategy"]
 
@@ -21,8 +21,10 @@ class RoundRobinStrategy(SelectionStrategy):
 
     strategy_id = "modelmesh.round-robin.v1"
 
-    def __init__(self, options: StrategyOptions | None = None) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: StrategyOptions | None = None, context: StrategyContext | None = None
+    ) -> None:
+        super().__init__(options, context)
         self.cursor = 0
         self.rotations = 0
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
+from .._config import Duration
 from .._errors import SessionModelUnavailableError
 from .._state import ModelSnapshot
 from .._types import CompletionRequest
-from ._base import SelectionResult, SelectionStrategy, StrategyOptions
+from ._base import SelectionResult, SelectionStrategy, StrategyContext, StrategyOptions
 
-__all__ = ["SessionStickinessStrategy", "session_id_of"]
+__all__ = ["SessionStickinessOptions", "SessionStickinessStrategy", "session_id_of"]
 
 
 def session_id_of(request: CompletionRequest) -> str | None:
@@ -20,6 +21,15 @@ def session_id_of(request: CompletionRequest) -> str | None:
         return request.session_id
     sid = request.extra.get("session_id") or request.extra.get("user")
     return str(sid) if sid else None
+
+
+class SessionStickinessOptions(StrategyOptions):
+    """Options of session-stickiness (both are also pool keys)."""
+
+    affinity_mode: Literal["fallback", "strict"] = "fallback"
+    """When a session's model is unavailable: reassign the session, or raise."""
+    session_timeout: Duration = 1800.0
+    """Assignments unused for this long expire (``30m``, ``1h`` or seconds)."""
 
 
 class SessionStickinessStrategy(SelectionStrategy):
@@ -35,10 +45,13 @@ class SessionStickinessStrategy(SelectionStrategy):
 
     strategy_id = "modelmesh.session-stickiness.v1"
 
-    def __init__(self, options: StrategyOptions | None = None) -> None:
-        super().__init__(options)
-        if self.options.affinity_mode not in ("fallback", "strict"):
-            raise ValueError("affinity_mode must be 'fallback' or 'strict'")
+    Options = SessionStickinessOptions
+    options: SessionStickinessOptions
+
+    def __init__(
+        self, options: StrategyOptions | None = None, context: StrategyContext | None = None
+    ) -> None:
+        super().__init__(options, context)
         self.sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     def select(
@@ -48,7 +61,7 @@ class SessionStickinessStrategy(SelectionStrategy):
         sid = session_id_of(request)
         if sid is None:
             return self._result(self._by_priority(candidates), 0.0, "no session")
-        now = self.options.clock.time()
+        now = self.clock.time()
         self._expire(now)
         mapped = self.sessions.get(sid)
         if mapped is not None:

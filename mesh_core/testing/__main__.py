@@ -36,6 +36,13 @@ behaviour JSON (every field optional; an unknown kind or field is a 400):
   raw_body, raw_events         exact bytes of a body / of a stream's events
   bomb               a gzip body inflating to N bytes
   gzip_stream        a gzip-encoded event stream
+  refusal            an answer withheld (content_filter / stop_reason refusal / SAFETY)
+  error_event_after  streams: an error event inside the 200 stream after N chunks
+
+Routes (one port, every protocol): /v1/chat/completions (OpenAI),
+/openai/deployments/{{deployment}}/chat/completions?api-version=... (Azure OpenAI),
+/v1/messages (Anthropic), /v1beta/models/{{model}}:generateContent and
+:streamGenerateContent?alt=sse (Gemini).
 
 Requests are checked as OpenAI checks them: an unknown top-level field is a 400
 ("Unrecognized request argument supplied"). tool_choice "required" (or a named
@@ -47,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGINT or SIGTERM; exit status 1, with one line, if the port is taken."""
     parser = argparse.ArgumentParser(
         prog="python -m mesh_core.testing",
-        description="An OpenAI-compatible server on 127.0.0.1 that fails on command.",
+        description="A server on 127.0.0.1 speaking the OpenAI, Azure OpenAI, Anthropic and "
+        "Gemini APIs that fails on command.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

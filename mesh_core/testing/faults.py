@@ -22,16 +22,19 @@ __all__ = [
     "malformed_event",
     "no_done",
     "ok",
+    "overloaded",
     "quota_exhausted",
     "rate_limited",
     "raw_body",
     "raw_stream",
+    "refusal",
     "reply",
     "reset",
     "server_error",
     "silent",
     "slow_first_token",
     "stall",
+    "stream_error",
     "tool_call",
     "trickle",
     "unauthorized",
@@ -84,6 +87,12 @@ class Behaviour:
     with ``status`` (200 by default)."""
     gzip_stream: bool = False
     """Streaming: gzip the event stream (``content-encoding: gzip``), flushed after each event."""
+    refusal: bool = False
+    """Refuse to answer: no content, finish ``content_filter`` (Anthropic: ``stop_reason:
+    refusal``; Azure: its content filter's verdict)."""
+    error_event_after: int | None = None
+    """Streaming: after this many content chunks, report an error *inside* the 200 stream
+    (``body`` says which, in OpenAI's shape; default: an overload) and end it."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -229,3 +238,20 @@ def gzip_bomb(inflated_bytes: int, status: int = 200) -> Behaviour:
 def gzip_stream(**kw: Any) -> Behaviour:
     """Stream the answer gzip-encoded, as some gateways do."""
     return Behaviour(gzip_stream=True, **kw)
+
+
+def overloaded() -> Behaviour:
+    """The provider is overloaded: 529 ``overloaded_error`` (Anthropic's status for it)."""
+    return error(529, "Overloaded", code="overloaded_error")
+
+
+def refusal(**kw: Any) -> Behaviour:
+    """The model refuses: an empty answer finished by the provider's content filter."""
+    return Behaviour(refusal=True, **kw)
+
+
+def stream_error(after: int = 0, **kw: Any) -> Behaviour:
+    """An error event inside a 200 stream after ``after`` content chunks (0: before the
+    first token), then the end of the body: an overload unless ``body`` says otherwise."""
+    body = kw.pop("body", None) or {"error": {"message": "Overloaded", "type": "overloaded_error"}}
+    return Behaviour(error_event_after=after, body=body, **kw)

@@ -1,7 +1,12 @@
-"""A real OpenAI-compatible HTTP server on 127.0.0.1 that fails on command.
+"""A real HTTP server on 127.0.0.1 that speaks several providers' protocols and fails on command.
 
-It serves ``POST /v1/chat/completions`` (plain and streamed as server-sent
-events, with a usage chunk and ``[DONE]``) and ``GET /v1/models``. Each model
+On one port, by path: OpenAI's ``POST /v1/chat/completions`` (plain and streamed as
+server-sent events, with a usage chunk and ``[DONE]``) and ``GET /v1/models``; Azure
+OpenAI's ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``; and
+Anthropic's ``POST /v1/messages``; and Gemini's ``POST /v1beta/models/{model}:generateContent``
+and ``:streamGenerateContent?alt=sse`` (each wire in its own module: ``_openai_wire``,
+``_anthropic_wire``, ``_gemini_wire``). Every fault below exists in each of them, in that provider's
+shapes (error bodies, rate-limit headers, stream events). Each model
 name it is asked for can be told what to do with its next requests: answer,
 answer with a scripted reply or tool call, return any HTTP error, reset the
 connection, stay silent, delay the first token, stall, cut or corrupt a stream,
@@ -15,6 +20,7 @@ In-process::
         server.set("m1", faults.server_error(503))   # every request from now on
         server.enqueue("m1", faults.reset())          # only the next request
         base_url = server.base_url                    # http://127.0.0.1:PORT/v1
+        server.url_for("anthropic")                   # http://127.0.0.1:PORT (its base URL)
 
 Over HTTP (for a server started with ``python -m mesh_core.testing``):
 ``POST /_control/behaviour`` with ``{"model": ..., "behaviour": {...}, "once": false}``,
@@ -24,9 +30,9 @@ Over HTTP (for a server started with ``python -m mesh_core.testing``):
 from __future__ import annotations
 
 import contextlib
-import functools
 import gzip
 import json
+import re
 import socket
 import struct
 import threading
@@ -37,7 +43,13 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ._anthropic_wire import AnthropicWire
+from ._dialect import Answer, ServerDialect, openai_error
+from ._gemini_wire import GeminiWire
+from ._hostile import Trickle, bomb
+from ._openai_wire import AzureWire, OpenAIWire, words as _words
 from .faults import Behaviour
 from .responder import scripted_answer
 
@@ -59,6 +71,9 @@ class RecordedRequest:
     """Every request header, lower-cased names."""
     client_port: int | None = None
     """The client's TCP port: requests on one kept-alive connection share it."""
+    dialect: str = "openai"
+    """The protocol the request came in: ``openai``, ``azure-openai`` or ``anthropic``
+    (``body`` is as sent, in that protocol's shape)."""
 
 
 @dataclass
@@ -66,18 +81,6 @@ class _RateLimit:
     limit: int
     window: float
     used: deque[float] = field(default_factory=deque)
-
-
-def _words(text: str) -> list[str]:
-    parts, current = [], ""
-    for ch in text:
-        if ch == " " and current:
-            parts.append(current)
-            current = ""
-        current += ch
-    if current:
-        parts.append(current)
-    return parts or [""]
 
 
 class FaultServer:
@@ -146,6 +149,14 @@ class FaultServer:
         """The OpenAI-style base URL (``http://127.0.0.1:PORT/v1``)."""
         return f"http://{self._host}:{self.port}/v1"
 
+    def url_for(self, provider_type: str) -> str:
+        """The ``base_url`` a provider of ``provider_type`` is configured with to reach this
+        server (``openai-compatible``: :attr:`base_url`; ``anthropic`` and ``azure-openai``:
+        the server's root, as their API hosts are)."""
+        if provider_type in ("openai-compatible", "openai"):
+            return self.base_url
+        return f"http://{self._host}:{self.port}"
+
     # --- control ----------------------------------------------------------------
     def set(self, model: str, behaviour: Behaviour) -> None:
         """What ``model`` does with every request from now on (until changed)."""
@@ -184,7 +195,7 @@ class FaultServer:
             )
 
     # --- decisions (called by the handler) ------------------------------------------
-    def _next(self, model: str) -> tuple[Behaviour, dict[str, str]]:
+    def _next(self, model: str, wire: ServerDialect) -> tuple[Behaviour, dict[str, str]]:
         """The behaviour for one request, and rate-limit headers to send with it."""
         with self._lock:
             queue = self._queue.get(model)
@@ -207,12 +218,8 @@ class FaultServer:
                 )
             else:
                 limit.used.append(now)
-            headers = {
-                "x-ratelimit-limit-requests": str(limit.limit),
-                "x-ratelimit-remaining-requests": str(max(0, limit.limit - len(limit.used))),
-                "x-ratelimit-reset-requests": f"{limit.window:g}s",
-            }
-            return behaviour, headers
+            remaining = max(0, limit.limit - len(limit.used))
+            return behaviour, wire.rate_limit_headers(limit.limit, remaining, limit.window)
 
     def _record(self, rec: RecordedRequest) -> None:
         with self._lock:
@@ -220,96 +227,6 @@ class FaultServer:
 
     def _wait(self, seconds: float) -> None:
         self._stopping.wait(min(seconds, _MAX_WAIT))
-
-
-_KNOWN_FIELDS = frozenset(
-    {
-        "model",
-        "messages",
-        "audio",
-        "frequency_penalty",
-        "function_call",
-        "functions",
-        "logit_bias",
-        "logprobs",
-        "max_completion_tokens",
-        "max_tokens",
-        "metadata",
-        "modalities",
-        "n",
-        "parallel_tool_calls",
-        "prediction",
-        "presence_penalty",
-        "prompt_cache_key",
-        "reasoning_effort",
-        "response_format",
-        "safety_identifier",
-        "seed",
-        "service_tier",
-        "stop",
-        "store",
-        "stream",
-        "stream_options",
-        "temperature",
-        "tool_choice",
-        "tools",
-        "top_logprobs",
-        "top_p",
-        "user",
-        "verbosity",
-        "web_search_options",
-    }
-)
-"""The top-level fields of OpenAI's chat-completions request. Anything else is a 400, as
-OpenAI and Azure answer it, so tests catch a client that sends its own options."""
-
-
-@functools.lru_cache(maxsize=4)
-def _bomb(inflated: int) -> bytes:
-    """A gzip body of ``inflated`` zero bytes, built in a blink: after a full flush, deflate
-    compresses each identical MiB of zeros to identical bytes, so one block is repeated."""
-    mib = 1 << 20
-    blocks, rest = divmod(inflated, mib)
-    c = zlib.compressobj(9, zlib.DEFLATED, 31)
-    head = c.compress(bytes(mib)) + c.flush(zlib.Z_FULL_FLUSH) if blocks else b""
-    block = c.compress(bytes(mib)) + c.flush(zlib.Z_FULL_FLUSH) if blocks > 1 else b""
-    # The trailer's CRC and length cover every block; compress them through ``c`` too.
-    tail_c = c.copy()
-    crc = zlib.crc32(bytes(mib)) if blocks else 0
-    for _ in range(max(0, blocks - 1)):
-        crc = zlib.crc32(bytes(mib), crc)
-    tail = tail_c.compress(bytes(rest)) + tail_c.flush(zlib.Z_SYNC_FLUSH)
-    crc = zlib.crc32(bytes(rest), crc)
-    # End the deflate stream with an empty final block, then the gzip trailer.
-    end = zlib.compressobj(9, zlib.DEFLATED, -15)
-    final = end.flush()  # an empty final block, raw deflate
-    trailer = struct.pack("<II", crc & 0xFFFFFFFF, inflated & 0xFFFFFFFF)
-    return head + block * max(0, blocks - 1) + tail + final + trailer
-
-
-class _Trickle:
-    """A write file that sends one byte every ``interval`` seconds (until the server stops)."""
-
-    def __init__(self, raw: Any, interval: float, owner: FaultServer) -> None:
-        self._raw, self._interval, self._owner = raw, interval, owner
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._raw.closed)
-
-    def write(self, data: bytes) -> int:
-        for i in range(len(data)):
-            if self._owner._stopping.is_set():
-                raise OSError("the fault server is stopping")
-            self._raw.write(data[i : i + 1])
-            self._owner._wait(self._interval)
-        return len(data)
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def close(self) -> None:
-        self._raw.close()
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -352,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
         b = self._behaviour
         if b is not None and b.trickle and b.trickle_body_only:
             self.wfile.flush()
-            self.wfile = _Trickle(self.wfile, b.trickle, self.owner)
+            self.wfile = Trickle(self.wfile, b.trickle, self.owner)  # type: ignore[assignment]
 
     def _send_bytes(
         self, status: int, data: bytes, headers: dict[str, str], encoding: str | None = None
@@ -373,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
         if b.bomb:
             self.close_connection = True  # the client may well stop reading mid-body
             with contextlib.suppress(OSError):
-                self._send_bytes(status, _bomb(b.bomb), headers, "gzip")
+                self._send_bytes(status, bomb(b.bomb), headers, "gzip")
             return True
         if b.raw_body is not None:
             self._send_bytes(status, b.raw_body.encode(), headers)
@@ -430,14 +347,25 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._behaviour, self._gz = None, None
         body = self._body()
-        path = self.path.rstrip("/")
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/")
+        query = dict(parse_qsl(url.query))
         if path == "/_control/behaviour":
             self._control(body)
         elif path == "/_control/reset":
             self.owner.reset()
             self._json(200, {"ok": True})
         elif path in ("/v1/chat/completions", "/chat/completions"):
-            self._completion(body)
+            self._completion(body, _OPENAI, None, query)
+        elif path == "/v1/messages":
+            self._completion(body, _ANTHROPIC, None, query)
+        elif path.startswith(_AZURE_PREFIX) and path.endswith(_AZURE_SUFFIX):
+            deployment = unquote(path[len(_AZURE_PREFIX) : -len(_AZURE_SUFFIX)])
+            self._completion(body, _AZURE, deployment, query)
+        elif (gemini := _GEMINI_PATH.match(path)) is not None:
+            model, method = unquote(gemini.group(1)), gemini.group(2)
+            stream = method == "streamGenerateContent"
+            self._completion(body, _GEMINI, model, query, stream)
         else:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -454,59 +382,42 @@ class _Handler(BaseHTTPRequestHandler):
             self.owner.set(model, behaviour)
         self._json(200, {"ok": True})
 
-    def _completion(self, body: Any) -> None:
+    def _completion(
+        self,
+        body: Any,
+        wire: ServerDialect,
+        deployment: str | None,
+        query: dict[str, str],
+        stream: bool | None = None,
+    ) -> None:
         owner = self.owner
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            self._json(
-                400,
-                {
-                    "error": {
-                        "message": "body must be JSON with a 'messages' list",
-                        "type": "invalid_request_error",
-                    }
-                },
-            )
-            return
-        unknown = sorted(set(body) - _KNOWN_FIELDS)
-        if unknown:  # as OpenAI and Azure do: a client must not leak its own options
-            self._json(
-                400,
-                {
-                    "error": {
-                        "message": f"Unrecognized request argument supplied: {', '.join(unknown)}",
-                        "type": "invalid_request_error",
-                        "param": unknown[0],
-                    }
-                },
-            )
-            return
-        model = str(body.get("model") or "")
-        stream = bool(body.get("stream"))
-        auth = self.headers.get("authorization")
         sent = {k.lower(): v for k, v in self.headers.items()}
+        refused = wire.check(body, query, sent)
+        if refused is not None:
+            self._json(refused.status, refused.body)
+            return
+        openai_body = wire.to_openai(body)
+        model = deployment or str(openai_body.get("model") or "")
+        if stream is None:
+            stream = bool(body.get("stream"))
+        auth = self.headers.get("authorization")
         rec = RecordedRequest(
-            model, body, stream, time.time(), "ok", auth, sent, self.client_address[1]
+            model, body, stream, time.time(), "ok", auth, sent, self.client_address[1], wire.name
         )
-        if owner.api_key is not None and auth != f"Bearer {owner.api_key}":
+        if owner.api_key is not None and wire.credential(sent) != owner.api_key:
             rec.behaviour = "status:401"
             owner._record(rec)
-            self._json(
-                401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}
-            )
+            error = {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}
+            self._json(wire.error_status(401, error), wire.error_body(401, error))
             return
-        behaviour, rl_headers = owner._next(model)
-        last = body["messages"][-1] if body["messages"] else {}
+        behaviour, rl_headers = owner._next(model, wire)
+        messages = openai_body["messages"]
+        last = messages[-1] if messages else {}
         if behaviour.reject_prefill and isinstance(last, dict) and last.get("role") == "assistant":
             rec.behaviour = "status:400"
             owner._record(rec)
             self._json(
-                400,
-                {
-                    "error": {
-                        "message": "assistant prefill is not supported",
-                        "type": "invalid_request_error",
-                    }
-                },
+                400, wire.error_body(400, openai_error("assistant prefill is not supported"))
             )
             return
         headers = {**rl_headers, **behaviour.headers}
@@ -516,7 +427,7 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour.trickle:
             self.close_connection = True  # the trickling writer must not serve another request
             if not behaviour.trickle_body_only:
-                self.wfile = _Trickle(self.wfile, behaviour.trickle, owner)
+                self.wfile = Trickle(self.wfile, behaviour.trickle, owner)  # type: ignore[assignment]
         if behaviour.kind == "interim":
             rec.behaviour = "interim"
             owner._record(rec)
@@ -543,80 +454,48 @@ class _Handler(BaseHTTPRequestHandler):
             if behaviour.retry_after is not None:
                 headers["retry-after"] = f"{behaviour.retry_after:g}"
             if not self._hostile_body(behaviour.status, behaviour, headers):
-                body = behaviour.body or {"error": {"message": "error"}}
-                self._json(behaviour.status, body, headers)
+                error = behaviour.body or {"error": {"message": "error"}}
+                status = wire.error_status(behaviour.status, error)
+                payload = wire.error_body(behaviour.status, error, behaviour.retry_after)
+                self._json(status, payload, headers)
             return
+        answer = self._answer(model, openai_body, behaviour)
+        owner._record(rec)  # before replying: a fast client must find it counted
+        if stream:
+            self._stream(rec, wire, openai_body, behaviour, answer, headers)
+        elif not self._hostile_body(200, behaviour, headers):
+            self._json(200, wire.reply(answer), headers)
+
+    # --- answers -------------------------------------------------------------------------
+    @staticmethod
+    def _answer(model: str, body: dict[str, Any], behaviour: Behaviour) -> Answer:
+        """What the model answers (the same whatever the protocol)."""
+        if behaviour.refusal:
+            return Answer(model, "", [], "content_filter", _prompt_tokens(body), 1)
         if behaviour.text is None and not behaviour.tool_calls:
             text, calls = scripted_answer(model, body)
             behaviour = replace(behaviour, text=text, tool_calls=tuple(calls))
         text = behaviour.text or ""
-        self._finish = None  # as a model does: the answer stops at max_tokens pieces
+        finish = None  # as a model does: the answer stops at max_tokens pieces
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and limit > 0 and not behaviour.tool_calls:
-            words = _words(text)
-            if len(words) > limit:
-                text, self._finish = "".join(words[:limit]), "length"
-        prompt_tokens = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 1
-        owner._record(rec)  # before replying: a fast client must find it counted
-        if stream:
-            self._stream(rec, body, behaviour, text, prompt_tokens, headers)
-        elif not self._hostile_body(200, behaviour, headers):
-            self._plain(model, behaviour, text, prompt_tokens, headers)
-
-    # --- answers -------------------------------------------------------------------------
-    @staticmethod
-    def _tool_calls(behaviour: Behaviour) -> list[dict[str, Any]]:
+            pieces = _words(text)
+            if len(pieces) > limit:
+                text, finish = "".join(pieces[:limit]), "length"
         calls = []
         for i, tc in enumerate(behaviour.tool_calls):
             args = tc.get("arguments", {})
             calls.append(
                 {
                     "id": tc.get("id") or f"call_{uuid.uuid4().hex[:12]}",
-                    "type": "function",
-                    "function": {
-                        "name": tc["name"],
-                        "arguments": args if isinstance(args, str) else json.dumps(args),
-                    },
+                    "name": tc["name"],
+                    "arguments": args if isinstance(args, str) else json.dumps(args),
                     "index": i,
                 }
             )
-        return calls
-
-    def _plain(
-        self,
-        model: str,
-        behaviour: Behaviour,
-        text: str,
-        prompt_tokens: int,
-        headers: dict[str, str],
-    ) -> None:
-        calls = self._tool_calls(behaviour)
-        message: dict[str, Any] = {"role": "assistant", "content": text or None}
-        if calls:
-            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
+        finish = "tool_calls" if calls else finish or "stop"
         completion = len(_words(text)) if text else 1
-        self._json(
-            200,
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": message,
-                        "finish_reason": "tool_calls" if calls else self._finish or "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt_tokens + completion,
-                },
-            },
-            headers,
-        )
+        return Answer(model, text, calls, finish, _prompt_tokens(body), completion)
 
     def _write_chunk(self, data: bytes) -> None:
         if self._gz is not None:
@@ -643,20 +522,16 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             rec.behaviour = "client-gone"
 
-    def _event(self, payload: Any) -> None:
-        self._write_chunk(f"data: {json.dumps(payload)}\n\n".encode())
-
     def _stream(
         self,
         rec: RecordedRequest,
+        wire: ServerDialect,
         body: dict[str, Any],
         b: Behaviour,
-        text: str,
-        prompt_tokens: int,
+        answer: Answer,
         headers: dict[str, str],
     ) -> None:
         """Stream the answer; ``rec.behaviour`` says how it ended (set before the last bytes)."""
-        model = rec.model
         owner = self.owner
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -671,44 +546,21 @@ class _Handler(BaseHTTPRequestHandler):
         if b.raw_events:
             self._raw_events(rec, b.raw_events)
             return
-        cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
-        base = {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-        }
-
-        def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return base | {"choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
-
-        self._event(delta({"role": "assistant", "content": ""}))
+        script = wire.stream(answer, body)
+        for data in script.opening:
+            self._write_chunk(data)
         if b.first_token_delay:
             owner._wait(b.first_token_delay)
-        pieces: list[dict[str, Any]] = [{"content": w} for w in _words(text)] if text else []
-        for call in self._tool_calls(b):
-            args = call["function"]["arguments"]
-            half = len(args) // 2
-            pieces.append(
-                {
-                    "tool_calls": [
-                        {
-                            "index": call["index"],
-                            "id": call["id"],
-                            "type": "function",
-                            "function": {
-                                "name": call["function"]["name"],
-                                "arguments": args[:half],
-                            },
-                        }
-                    ]
-                }
-            )
-            pieces.append(
-                {"tool_calls": [{"index": call["index"], "function": {"arguments": args[half:]}}]}
-            )
         try:
-            for i, piece in enumerate(pieces):
+            for i, piece in enumerate([*script.pieces, None]):
+                if b.error_event_after is not None and i == b.error_event_after:
+                    rec.behaviour = "error-event"
+                    error = b.body or {"error": {"message": "Overloaded"}}
+                    self._write_chunk(wire.error_event(500, error))
+                    self._end_body()
+                    return
+                if piece is None:
+                    break
                 if b.cut_after is not None and i >= b.cut_after:
                     rec.behaviour = "cut"
                     self.close_connection = True
@@ -717,29 +569,15 @@ class _Handler(BaseHTTPRequestHandler):
                 if b.stall_after is not None and i == b.stall_after:
                     owner._wait(b.stall_for)
                 if b.malformed_after is not None and i == b.malformed_after:
-                    self._write_chunk(b"data: {not json\n\n")
+                    self._write_chunk(wire.malformed_event())
                 if b.chunk_delay:
                     owner._wait(b.chunk_delay)
-                self._event(delta(piece))
-            finish = "tool_calls" if b.tool_calls else self._finish or "stop"
-            self._event(delta({}, finish))
-            opts = body.get("stream_options") or {}
-            if opts.get("include_usage"):
-                completion = max(1, len(pieces))
-                self._event(
-                    base
-                    | {
-                        "choices": [],
-                        "usage": {
-                            "prompt_tokens": prompt_tokens,
-                            "completion_tokens": completion,
-                            "total_tokens": prompt_tokens + completion,
-                        },
-                    }
-                )
+                self._write_chunk(piece)
+            for data in script.closing:
+                self._write_chunk(data)
             rec.behaviour = "no-done" if b.omit_done else "ok"
-            if not b.omit_done:
-                self._write_chunk(b"data: [DONE]\n\n")
+            if not b.omit_done and script.done is not None:
+                self._write_chunk(script.done)
             if b.linger_after_done:  # a server that holds the body open after [DONE]
                 self.wfile.flush()
                 owner._wait(b.linger_after_done)
@@ -747,3 +585,18 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
             rec.behaviour = "client-gone"
+
+
+_OPENAI = OpenAIWire()
+_AZURE = AzureWire()
+_ANTHROPIC = AnthropicWire()
+_GEMINI = GeminiWire()
+_GEMINI_PATH = re.compile(
+    r"^/v1(?:beta|alpha)?/models/([^/:]+):(generateContent|streamGenerateContent)$"
+)
+_AZURE_PREFIX = "/openai/deployments/"
+_AZURE_SUFFIX = "/chat/completions"
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    return sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 1

@@ -95,11 +95,23 @@ def test_streaming_chain_fails_over_before_the_first_token(llm, servers, failing
     assert isinstance(whole, AIMessageChunk) and whole.usage_metadata["output_tokens"] > 0
 
 
-def test_stream_cut_mid_answer_raises(llm, servers):
+def test_stream_cut_mid_answer_continues_on_the_next_model(llm, servers):
+    servers[0].set("m1", faults.cut(after=2))
+    got = [chunk.content for chunk in llm.stream("hi")]
+    # m1's "Hello from", then m2 goes on from it (the fault server continues its own answer)
+    assert "".join(got) == "Hello from m2. You said: hi"
+    assert servers[1].requests[-1].body["messages"][-1] == {
+        "role": "assistant",
+        "content": "Hello from",
+    }
+
+
+def test_stream_cut_mid_answer_raises_when_recovery_is_off(cfg, servers):
+    cfg["pools"]["chat"]["stream_recovery"] = "raise"
     servers[0].set("m1", faults.cut(after=2))
     got: list[str] = []
     with pytest.raises(StreamInterruptedError) as ei:
-        for chunk in llm.stream("hi"):
+        for chunk in MeshChatModel(pool="chat", config=cfg).stream("hi"):
             got.append(chunk.content)
     assert "".join(got) == ei.value.partial_text == "Hello from"
 
