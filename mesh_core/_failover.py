@@ -303,8 +303,8 @@ class Flight:
         parsed = reply.response
         usage = parsed.usage
         if usage is None:  # not reported, or not believable: estimated, never zero
-            answer = (parsed.content or "") + "".join(t.arguments for t in parsed.tool_calls)
-            usage = estimate_usage(self.request, answer)
+            text = (parsed.content or "") + "".join(t.arguments for t in parsed.tool_calls)
+            usage = estimate_usage(self.request, text)
         usage, cost = self.router.succeeded(self.pool, model, usage, latency, reply.rate_limits)
         response = CompletionResponse(
             id=parsed.id,

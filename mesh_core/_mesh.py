@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._assembly import build_model, build_pools, capability_tree
@@ -337,11 +337,12 @@ class Mesh:
         flight = self._flight(pool, messages, request, params, stream=True)
         return ChunkStream(self._relay(flight, restart))
 
-    def _relay(self, flight: Flight, restart: bool) -> Iterator[CompletionChunk]:
+    def _relay(self, flight: Flight, restart: bool) -> Generator[CompletionChunk, None, None]:
         # Opened on the first next(), not at call time: a stream that is never iterated
         # holds no model and no connection, whatever happens to it.
         opened = drive(flight.plan())
-        recovery, flags = StreamRecovery(flight, restart=restart), {}
+        recovery = StreamRecovery(flight, restart=restart)
+        flags: dict[str, object] = {}
         while True:
             try:
                 for chunk in StreamRelay(recovery.flight, opened):
@@ -379,9 +380,10 @@ class Mesh:
         flight = self._flight(pool, messages, request, params, stream=True)
         return AsyncChunkStream(self._arelay(flight, restart))
 
-    async def _arelay(self, flight: Flight, restart: bool) -> AsyncIterator[CompletionChunk]:
+    async def _arelay(self, flight: Flight, restart: bool) -> AsyncGenerator[CompletionChunk, None]:
         opened = await adrive(flight.plan())
-        recovery, flags = StreamRecovery(flight, restart=restart), {}
+        recovery = StreamRecovery(flight, restart=restart)
+        flags: dict[str, object] = {}
         while True:
             # Closed here, not left to the event loop's finalizer: a consumer that leaves
             # early must find the model released when its ``async with`` block ends.

@@ -361,7 +361,7 @@ class CapabilityPool:
                     result = SelectionResult(kept.id, kept.provider_id, 1.0, "current model")
                     self._kept = (kept, result)
                     return kept, result
-            snaps = self._candidate_snapshots(now) if self._stale else self._snaps
+            snaps = self._candidate_snapshots(now)  # the cached list, when nothing is stale
             if exclude or eligible is not None or (self._trials and self._has_busy_trial()):
                 models = self._active_models
                 snaps = [

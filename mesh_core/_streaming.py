@@ -103,7 +103,7 @@ class StreamRelay:
             self._abandon()
             stream.close()
 
-    async def __aiter__(self) -> AsyncIterator[CompletionChunk]:
+    async def __aiter__(self) -> AsyncGenerator[CompletionChunk, None]:
         stream = self.stream
         assert isinstance(stream, AsyncProviderStream)
         try:
