@@ -54,7 +54,9 @@ def _config(servers: dict[str, FaultServer], cooldown: float) -> dict[str, Any]:
                 "deactivation": {"retry_limit": 2},
                 "recovery": {"cooldown": cooldown},
                 "retry": {"max_attempts": 1},
-                "stream_recovery": "continue",
+                # Streams continue by prefill and are hedged by default; a demo is too short
+                # for ``after: auto`` to learn each model's time to first token, so it is set.
+                "hedging": {"after": "1s"},
             }
         },
     }
@@ -67,6 +69,10 @@ def _script(servers: dict[str, FaultServer]) -> dict[int, tuple[str, Callable[[]
         4: ("alpha starts answering 503", lambda: alpha.set("fast", faults.server_error(503))),
         8: ("beta's monthly quota runs out", lambda: beta.set("smart", faults.quota_exhausted())),
         9: ("alpha is healthy again", lambda: alpha.set("fast", faults.ok())),
+        10: (
+            "alpha's next first token is late (3 s)",
+            lambda: alpha.enqueue("fast", faults.slow_first_token(3)),
+        ),
         14: ("alpha starts cutting streams mid-answer", lambda: alpha.set("fast", faults.cut(3))),
         16: (
             "alpha's connections reset (beta's quota is still spent)",
@@ -197,9 +203,13 @@ class Story:
             failed = [
                 f"{a.model_id}: {a.outcome}"
                 for a in attempts
-                if a.outcome not in ("success", "stream_interrupted")
+                if a.outcome not in ("success", "stream_interrupted", "slow", "cancelled")
             ]
             note = f"failed over from {', '.join(failed)}" if failed else ""
+            slow = [a.model_id for a in attempts if a.outcome == "slow"]
+            if slow:
+                hedged = f"{slow[0]}'s first token was late: hedged, {model} answered first"
+                note = "; ".join(filter(None, (hedged, note)))
             if broke:
                 note = "; ".join(filter(None, (broke, note, f"{model} took the answer over")))
             note = f"  ({note})" if note else ""

@@ -19,6 +19,9 @@ def test_demo_shows_failover_standby_recovery_and_a_cut_stream():
     assert "back from standby" in text
     assert "alpha.fast broke mid-answer after 'Hello from fast.'" in text
     assert "took the answer over" in text
+    hedged = next(line for line in lines if line.startswith("#10"))
+    assert "alpha.fast's first token was late: hedged, gamma.backup answered first" in hedged
+    assert "failed over" not in hedged  # slow is not a failure
     assert "beta.smart → standby (quota_exhausted, back in 4.0s)" in text  # a failed trial
     assert lines[-3].startswith("alpha.fast")
     assert lines[-5].split() == ["model", "status", "reason", "requests", "failures", "tokens"]
