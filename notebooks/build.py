@@ -48,7 +48,15 @@ config = {
         "beta.smart": {"provider": "beta"},
         "gamma.backup": {"provider": "gamma"},
     },
-    "pools": {"reasoning": {"capability": "chat-completion", "strategy": "priority-selection"}},
+    "pools": {
+        "reasoning": {
+            "capability": "chat-completion",
+            "strategy": "priority-selection",
+            # hedging is on by default (after: auto, learned from each model's history);
+            # a notebook is too short to learn it, so the threshold is set here
+            "hedging": {"after": "500ms"},
+        }
+    },
 }
 llm = MeshChatModel(pool="reasoning", config=config, temperature=0)""",
     ),
@@ -95,6 +103,25 @@ class Joke(BaseModel):
 
 
 print(llm.with_structured_output(Joke).invoke("Tell me a joke about routers."))''',
+    ),
+    ("md", "## A late first token is hedged; a cut stream is continued"),
+    (
+        "code",
+        """\
+alpha.enqueue("fast", faults.slow_first_token(1.8))  # alpha's next first token is late
+chunks = list(llm.stream("Who answers first?"))
+print("".join(c.content for c in chunks))
+attempts = chunks[-1].response_metadata["mesh"]["attempts"]
+print("hedged:", [(a["model_id"], a["outcome"]) for a in attempts])  # slow, not failed""",
+    ),
+    (
+        "code",
+        """\
+alpha.enqueue("fast", faults.cut(after=3))  # alpha's next stream breaks after 3 tokens
+chunks = list(llm.stream("Tell me something"))
+print("|".join(c.content for c in chunks))  # one answer: alpha's start, beta's continuation
+meta = [c.response_metadata.get("mesh", {}) for c in chunks]
+print("continued from:", next(m["continued_from"] for m in meta if "continued_from" in m))""",
     ),
     ("md", "## A provider fails; the chain keeps answering"),
     (

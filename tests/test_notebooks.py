@@ -33,6 +33,8 @@ def test_notebook_runs_top_to_bottom(name):
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     if name.startswith("01"):
         assert "answered by: alpha.fast" in text and "beta.smart <-" in text
+        assert "hedged: [('alpha.fast', 'slow'), ('beta.smart', 'success')]" in text
+        assert "continued from: alpha.fast" in text
     if name.startswith("02"):
         assert "The tool returned: 42" in text
         # the model that answered, as the mesh reports it: alpha, then beta once alpha is silent
