@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 from ._deadlines import adapted
@@ -170,14 +171,11 @@ class Flight:
                 break
 
     def _call(self, model: Model, span: Any) -> Call:
-        return Call(
-            self.router.providers[model.provider_id],
-            model,
-            self.request,
-            self._timeouts(model),
-            self.stream,
-            span,
-        )
+        provider, request = self.router.providers[model.provider_id], self.request
+        limit = model.max_output_tokens
+        if request.max_tokens is None and limit and getattr(provider, "requires_max_tokens", 0):
+            request = replace(request, max_tokens=limit)  # a protocol with no default length
+        return Call(provider, model, request, self._timeouts(model), self.stream, span)
 
     def _hedge(self, model: Model, exclude: set[str], eligible: Any) -> Hedge | None:
         """A second model to ask when ``model``'s first token is late (None: no hedging)."""

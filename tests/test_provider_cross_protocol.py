@@ -388,3 +388,16 @@ def test_a_stream_cut_on_openai_is_continued_on_anthropic_by_prefill(server):
     sent = server.requests_for("m2")[-1].body["messages"]
     assert sent[-1]["role"] == "assistant"  # the partial answer, as Anthropic's prefill
     assert sent[-1]["content"][-1]["text"] == "Hello from m1."  # trailing space removed
+
+
+def test_anthropic_max_tokens_defaults_to_the_models_max_output_tokens(server):
+    cfg = config(server)
+    cfg["models"]["an.m2"]["max_output_tokens"] = 321
+    server.set("m1", faults.server_error(503))
+    with Mesh.from_config(cfg) as mesh:
+        assert mesh.complete("chat", "hi").model == "an.m2"
+        assert mesh.complete("chat", "hi", max_tokens=7).model == "an.m2"
+    sent = [r.body["max_tokens"] for r in server.requests if r.dialect == "anthropic"]
+    assert sent == [321, 7]  # the caller's own value wins
+    openai_bodies = [r.body for r in server.requests if r.dialect == "openai"]
+    assert "max_tokens" not in openai_bodies[0]  # other protocols get nothing added

@@ -171,6 +171,9 @@ class AnthropicDialect:
     """The Messages API (see the module docstring)."""
 
     name = "anthropic"
+    requires_max_tokens = True
+    """``max_tokens`` is required: the model's ``max_output_tokens`` when set, else
+    ``default_max_tokens``."""
 
     def __init__(
         self,

@@ -149,6 +149,9 @@ class HTTPProvider:
     ) -> None:
         self.provider_id = provider_id
         self.dialect = dialect
+        self.requires_max_tokens: bool = getattr(dialect, "requires_max_tokens", False)
+        """The protocol has no default answer length (Anthropic's): the mesh sends the
+        model's ``max_output_tokens`` when the caller gives no ``max_tokens``."""
         url = httpx.URL(str(base_url))
         basic = _basic(url.username, url.password) if url.userinfo else None
         url = url.copy_with(userinfo=b"") if url.userinfo else url
