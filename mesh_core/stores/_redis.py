@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from .._config import StorageConfig
 from ._base import PersistedState, StateStore, StateStoreError, UsageCounters
@@ -95,8 +95,9 @@ class RedisStore(StateStore):
     # --- snapshot ---------------------------------------------------------------
     def load(self) -> PersistedState | None:
         try:
-            models = self._redis.hgetall(self._k("models"))
-            pools = self._redis.hgetall(self._k("pools"))
+            # decode_responses=True: str keys and values (redis's own types say bytes | str)
+            models = cast("dict[str, str]", self._redis.hgetall(self._k("models")))
+            pools = cast("dict[str, str]", self._redis.hgetall(self._k("pools")))
             if not models and not pools:
                 return None
             return PersistedState(
@@ -168,13 +169,16 @@ class RedisStore(StateStore):
         return seq
 
     def statuses_since(self, seq: int) -> list[tuple[str, dict[str, Any], int]]:
-        changed = self._redis.zrangebyscore(
-            self._k("status_seq"), f"({seq}", "+inf", withscores=True
+        changed = cast(
+            "list[tuple[str, float]]",
+            self._redis.zrangebyscore(self._k("status_seq"), f"({seq}", "+inf", withscores=True),
         )
         if not changed:
             return []
-        raw = self._redis.hmget(self._k("status"), [m for m, _ in changed])
-        out = []
+        raw = cast(
+            "list[str | None]", self._redis.hmget(self._k("status"), [m for m, _ in changed])
+        )
+        out: list[tuple[str, dict[str, Any], int]] = []
         for (mid, _score), data in zip(changed, raw):
             if data:
                 status = json.loads(data)
