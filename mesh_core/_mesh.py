@@ -19,11 +19,10 @@ from ._assembly import build_model, build_pools, capability_tree
 from ._clock import Clock, SystemClock, as_clock
 from ._config import MeshConfig, load_config
 from ._drivers import adrive, drive
+from ._effects import Answer
 from ._errors import (
-    BadRequestError,
     InvalidRequestError,
     MeshClosedError,
-    RoutingError,
     StreamInterruptedError,
     UnknownModelError,
     UnknownPoolError,
@@ -340,31 +339,17 @@ class Mesh:
     def _relay(self, flight: Flight, restart: bool) -> Generator[CompletionChunk, None, None]:
         # Opened on the first next(), not at call time: a stream that is never iterated
         # holds no model and no connection, whatever happens to it.
-        opened = drive(flight.plan())
+        opened: Answer | None = drive(flight.plan())
         recovery = StreamRecovery(flight, restart=restart)
-        flags: dict[str, object] = {}
-        while True:
+        while opened is not None:
             try:
                 for chunk in StreamRelay(recovery.flight, opened):
-                    flags = _flag(chunk, flags)
                     recovery.delivered(chunk)
                     yield chunk
                 return
             except StreamInterruptedError as err:
-                nxt, flags = recovery.after_break(err)
-                if nxt is None:
-                    yield recovery.ended(flags)
-                    return
-                try:
-                    opened = drive(nxt.plan())
-                except BadRequestError:  # this model takes no prefill: start over
-                    nxt, flags = recovery.restart()
-                    try:
-                        opened = drive(nxt.plan())
-                    except RoutingError:
-                        raise recovery.give_up(err) from None
-                except RoutingError:
-                    raise recovery.give_up(err) from None
+                opened = drive(recovery.reopen(err))
+        yield recovery.ended()
 
     def astream(
         self,
@@ -381,36 +366,22 @@ class Mesh:
         return AsyncChunkStream(self._arelay(flight, restart))
 
     async def _arelay(self, flight: Flight, restart: bool) -> AsyncGenerator[CompletionChunk, None]:
-        opened = await adrive(flight.plan())
+        opened: Answer | None = await adrive(flight.plan())
         recovery = StreamRecovery(flight, restart=restart)
-        flags: dict[str, object] = {}
-        while True:
+        while opened is not None:
             # Closed here, not left to the event loop's finalizer: a consumer that leaves
             # early must find the model released when its ``async with`` block ends.
             relay = StreamRelay(recovery.flight, opened).__aiter__()
             try:
                 async for chunk in relay:
-                    flags = _flag(chunk, flags)
                     recovery.delivered(chunk)
                     yield chunk
                 return
             except StreamInterruptedError as err:
-                nxt, flags = recovery.after_break(err)
-                if nxt is None:
-                    yield recovery.ended(flags)
-                    return
-                try:
-                    opened = await adrive(nxt.plan())
-                except BadRequestError:
-                    nxt, flags = recovery.restart()
-                    try:
-                        opened = await adrive(nxt.plan())
-                    except RoutingError:
-                        raise recovery.give_up(err) from None
-                except RoutingError:
-                    raise recovery.give_up(err) from None
+                opened = await adrive(recovery.reopen(err))
             finally:
                 await relay.aclose()
+        yield recovery.ended()
 
     # --- state and shutdown -------------------------------------------------------
     def save_state(self) -> None:
@@ -468,13 +439,6 @@ class Mesh:
 
 
 # --- the drivers ------------------------------------------------------------------------
-
-
-def _flag(chunk: CompletionChunk, flags: dict[str, Any]) -> dict[str, Any]:
-    """Put the recovery flags on the first chunk after a break; returns the flags left."""
-    for key, value in flags.items():
-        setattr(chunk, key, value)
-    return {}
 
 
 def _first_set(*values: bool | None) -> bool:

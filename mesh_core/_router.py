@@ -359,6 +359,8 @@ class Router:
         policy = self.settings[pool.name].hedging
         if not policy.enabled:
             return None
+        if policy.after is not None:
+            return policy.after  # a fixed threshold: no history to read
         with self.lock:
             times = self.times
             return policy.threshold(

@@ -14,8 +14,15 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from dataclasses import replace
 
-from ._effects import Answer, Opened
-from ._errors import ErrorKind, ProviderError, StreamInterruptedError, provider_error
+from ._effects import Answer, Effect, Opened, Outcome
+from ._errors import (
+    BadRequestError,
+    ErrorKind,
+    ProviderError,
+    RoutingError,
+    StreamInterruptedError,
+    provider_error,
+)
 from ._events import EventType
 from ._failover import Flight
 from ._needs import estimate_usage
@@ -235,8 +242,16 @@ class StreamRecovery:
         self.received: list[str] = []
         """Every chunk's text the consumer got, across restarts (``partial_text``)."""
         self.broken: StreamInterruptedError | None = None
+        self.flags: dict[str, object] = {}
+        """What the first chunk after a break carries (``continued_from`` / ``restarted``)."""
 
     def delivered(self, chunk: CompletionChunk) -> None:
+        """``chunk`` goes to the consumer: flag it if it is the first after a break, and
+        count it."""
+        if self.flags:
+            for key, value in self.flags.items():
+                setattr(chunk, key, value)
+            self.flags = {}
         if chunk.content:
             self.pieces += 1
         self.text.append(chunk.content)
@@ -247,6 +262,28 @@ class StreamRecovery:
         """``err``, telling what the consumer received in all (not only from the last model)."""
         err.partial_text = "".join(self.received)
         return err
+
+    def reopen(
+        self, err: StreamInterruptedError
+    ) -> Generator[Effect, Outcome | None, Answer | None]:
+        """The plan that opens the answer's next stream after ``err``: continued by prefill,
+        or started over when the next model takes no prefill (and restarts are allowed).
+        None: the answer already used the caller's ``max_tokens`` (see :meth:`ended`). Raises
+        ``err`` (with everything received as its ``partial_text``) when nothing can go on.
+        One plan, so the sync and async streams drive it the same way."""
+        nxt, self.flags = self.after_break(err)
+        if nxt is None:
+            return None
+        try:
+            return (yield from nxt.plan())
+        except BadRequestError:  # this model takes no prefill: start over
+            nxt, self.flags = self.restart()
+            try:
+                return (yield from nxt.plan())
+            except RoutingError:
+                raise self.give_up(err) from None
+        except RoutingError:
+            raise self.give_up(err) from None
 
     def after_break(self, err: StreamInterruptedError) -> tuple[Flight | None, dict[str, object]]:
         """The flight to run next and the flags for its first chunk (raises ``err`` in
@@ -284,11 +321,11 @@ class StreamRecovery:
         )
         return self.flight, {"continued_from": err.model_id}
 
-    def ended(self, flags: dict[str, object]) -> CompletionChunk:
+    def ended(self) -> CompletionChunk:
         """The last chunk of an answer that stopped at ``max_tokens`` as its stream broke."""
         flight, broken = self.flight, self.broken
         return CompletionChunk(
-            finish_reason=str(flags.get("finish_reason") or "length"),
+            finish_reason=str(self.flags.get("finish_reason") or "length"),
             model=broken.model_id if broken else None,
             provider=broken.provider_id if broken else None,
             pool=flight.pool.name,
