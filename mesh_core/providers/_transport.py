@@ -345,12 +345,18 @@ class HTTPProvider:
     def _request(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts, stream: bool
     ) -> httpx.Request:
+        content = _encode(self.dialect.build_payload(request, model_name, stream=stream))
         read = timeouts.first_token if stream else timeouts.total
+        return self._post(self._url(model_name, stream), content, timeouts, read)
+
+    def _post(
+        self, url: httpx.URL, content: bytes, timeouts: Timeouts, read: float
+    ) -> httpx.Request:
         return httpx.Request(
             "POST",
-            self._url(model_name, stream),
+            url,
             headers=self._headers,
-            content=_encode(self.dialect.build_payload(request, model_name, stream=stream)),
+            content=content,
             extensions={"timeout": dict(_timeout_extension(timeouts, read))},
         )
 
@@ -392,7 +398,28 @@ class HTTPProvider:
     def complete(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
-        httpx_request = self._request(model_name, request, timeouts, False)
+        content = _encode(self.dialect.build_payload(request, model_name, stream=False))
+        status, headers, body = self._exchange(self._url(model_name, False), content, timeouts)
+        return self._reply(status, headers, body, request)
+
+    async def acomplete(
+        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
+    ) -> ProviderReply:
+        content = _encode(self.dialect.build_payload(request, model_name, stream=False))
+        status, headers, body = await self._aexchange(
+            self._url(model_name, False), content, timeouts
+        )
+        return self._reply(status, headers, body, request)
+
+    def _exchange(
+        self, url: httpx.URL, content: bytes, timeouts: Timeouts
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """POST ``content`` (JSON) to ``url`` and read the whole reply under the ``total``
+        deadline: its status, headers and decoded body (capped as :meth:`_body_decoder`
+        says). Raises classified, redacted ProviderErrors only; an error status is returned,
+        not raised, for the dialect to classify. The one non-streaming exchange every
+        call shape (completions, embeddings) goes through."""
+        httpx_request = self._post(url, content, timeouts, timeouts.total)
         deadline = Deadline(budget=timeouts.total)
         lease = self._sync_shards().lease()
         token = IO_DEADLINE.set(deadline)
@@ -409,12 +436,13 @@ class HTTPProvider:
         finally:
             IO_DEADLINE.reset(token)
             lease.release()
-        return self._reply(resp.status_code, resp.headers, body, request)
+        return resp.status_code, resp.headers, body
 
-    async def acomplete(
-        self, model_name: str, request: CompletionRequest, timeouts: Timeouts
-    ) -> ProviderReply:
-        httpx_request = self._request(model_name, request, timeouts, False)
+    async def _aexchange(
+        self, url: httpx.URL, content: bytes, timeouts: Timeouts
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """:meth:`_exchange`, awaiting (on this event loop's pools)."""
+        httpx_request = self._post(url, content, timeouts, timeouts.total)
         deadline = Deadline(budget=timeouts.total)
         lease = self._async_shards().lease()
         token = IO_DEADLINE.set(deadline)
@@ -431,7 +459,7 @@ class HTTPProvider:
         finally:
             IO_DEADLINE.reset(token)
             lease.release()
-        return self._reply(resp.status_code, resp.headers, body, request)
+        return resp.status_code, resp.headers, body
 
     # --- streaming ------------------------------------------------------------------
     # Until the headers are in (and an error reply's body), the first-token deadline (capped
