@@ -3,7 +3,8 @@
 It answers ``POST /v1/chat/completions`` with a canned reply at once, so that what a
 benchmark measures is the client, not the server. The model name picks a behaviour:
 ``fail*`` answers 503, ``reset*`` resets the connection, ``silent*`` never answers,
-``limit*`` answers 429 with ``Retry-After: 30``; anything else answers 200.
+``limit*`` answers 429 with ``Retry-After: 30``; anything else answers 200. A request
+with ``"stream": true`` gets a chunked event stream of :data:`STREAM_TOKENS` tokens.
 
     python bench/fastserver.py PORT
 """
@@ -42,6 +43,31 @@ def _reply(status: str, body: bytes, extra: str = "") -> bytes:
 
 
 OK = _reply("200 OK", BODY)
+
+STREAM_TOKENS = 20
+
+
+def _event(delta: dict, finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    data = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+# Each event in its own HTTP chunk, all in one write: the client's parsing is measured.
+STREAM = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    + _event({"role": "assistant", "content": ""})
+    + b"".join(_event({"content": f"t{i} "}) for i in range(STREAM_TOKENS))
+    + _event({}, "stop")
+    + b"%x\r\n%s\r\n" % (len(b"data: [DONE]\n\n"), b"data: [DONE]\n\n")
+    + b"0\r\n\r\n"
+)
 FAIL = _reply("503 Service Unavailable", b'{"error":{"message":"unavailable"}}')
 LIMIT = _reply("429 Too Many Requests", b'{"error":{"message":"slow down"}}', "retry-after: 30\r\n")
 
@@ -69,6 +95,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 return
             elif model.startswith(b"silent"):
                 await asyncio.sleep(3600)
+            elif b'"stream":true' in body or b'"stream": true' in body:
+                writer.write(STREAM)
             else:
                 writer.write(OK)
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):

@@ -58,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "Usage": "_types",
     "ToolCall": "_types",
     "Attempt": "_types",
+    "EmbeddingRequest": "_types",
+    "EmbeddingResponse": "_types",
     # events and time
     "Event": "_events",
     "EventEmitter": "_events",
@@ -180,6 +182,8 @@ if TYPE_CHECKING:  # what type checkers see; at run time names load on first use
         CompletionChunk as CompletionChunk,
         CompletionRequest as CompletionRequest,
         CompletionResponse as CompletionResponse,
+        EmbeddingRequest as EmbeddingRequest,
+        EmbeddingResponse as EmbeddingResponse,
         ToolCall as ToolCall,
         Usage as Usage,
     )

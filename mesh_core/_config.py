@@ -19,6 +19,7 @@ the size of the file.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from ._config_source import (
@@ -42,7 +44,7 @@ from ._config_source import (
     MAX_VALUES,
     check_shape,
 )
-from ._redact import redact
+from ._redact import is_secret_key, redact
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -197,6 +199,57 @@ class ProviderConfig(_Section):
     (default: a model's ``name`` is its deployment)."""
     default_max_tokens: int = Field(4096, ge=1)
     """Anthropic requires ``max_tokens``: sent when the request sets none."""
+    class_path: str | None = Field(None, alias="class")
+    """Types ``langchain`` and ``llamaindex``: the model's class, ``"package.module:Class"``
+    (``langchain_aws:ChatBedrockConverse``). Imported when the configuration is loaded."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Types ``langchain`` and ``llamaindex``: the class's constructor arguments. Values under
+    secret-like keys (``api_key``, ``aws_secret_access_key``...) are held as ``SecretStr``
+    (hidden in reprs and dumps) and passed revealed; ``api_key`` above, when set, is passed
+    as the ``api_key`` argument unless ``kwargs`` has one."""
+
+    @field_validator("kwargs")
+    @classmethod
+    def _hidden_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        hidden: dict[str, Any] = _hide_secrets(value)
+        return hidden
+
+    @field_validator("class_path")
+    @classmethod
+    def _importable_class(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from .providers import provider_type
+
+        if value is not None and provider_type(info.data.get("type", "openai")).foreign:
+            import_class(value)  # ValueError saying what is wrong with the path
+        return value
+
+    @model_validator(mode="after")
+    def _foreign_settings(self) -> ProviderConfig:
+        """``class``/``kwargs`` for the foreign types (a model object of another framework),
+        the HTTP settings for the others: a setting that would be ignored is an error."""
+        from .providers import provider_type
+
+        if not provider_type(self.type).foreign:
+            wrong = sorted({"class_path", "kwargs"} & self.model_fields_set)
+            if wrong:
+                names = ", ".join("class" if n == "class_path" else n for n in wrong)
+                raise ValueError(
+                    f"{names}: only for provider types langchain and llamaindex "
+                    f"(this one is {self.type!r})"
+                )
+            return self
+        if self.class_path is None:
+            raise ValueError(
+                f"provider type {self.type!r} needs class: the model's class as "
+                '"package.module:ClassName" (e.g. "langchain_openai:ChatOpenAI")'
+            )
+        http_only = sorted(_HTTP_ONLY & self.model_fields_set)
+        if http_only:
+            raise ValueError(
+                f"{', '.join(http_only)}: not for provider type {self.type!r} (its model's own "
+                "client makes the calls): pass the model's settings in kwargs"
+            )
+        return self
 
     @field_validator("api_version", mode="before")
     @classmethod
@@ -220,7 +273,10 @@ class ProviderConfig(_Section):
             return value
         from .providers import provider_type
 
-        default = provider_type(info.data["type"]).default_base_url
+        kind = provider_type(info.data["type"])
+        if kind.foreign:
+            return None  # the foreign model's client knows where it goes
+        default = kind.default_base_url
         if default is None:
             raise ValueError(
                 f"provider type {info.data['type']!r} has no default base_url: set one "
@@ -253,6 +309,61 @@ class ProviderConfig(_Section):
         return value
 
 
+_HTTP_ONLY = frozenset(
+    {
+        "base_url",
+        "headers",
+        "verify_tls",
+        "max_connections",
+        "proxy",
+        "limits",
+        "api_version",
+        "auth",
+        "deployments",
+        "default_max_tokens",
+    }
+)
+_CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def _hide_secrets(value: Any, key: object = None) -> Any:
+    """``kwargs`` with each string under a secret-like key (at any depth) as a SecretStr."""
+    if isinstance(value, str) and is_secret_key(key):
+        return SecretStr(value)
+    if isinstance(value, dict):
+        return {k: _hide_secrets(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide_secrets(v) for v in value]
+    return value
+
+
+def import_class(path: str) -> type:
+    """The class ``"package.module:ClassName"`` names; ValueError saying what is wrong."""
+    if not _CLASS_PATH.match(path):
+        raise ValueError(
+            f'expected "package.module:ClassName" (e.g. "langchain_openai:ChatOpenAI"), '
+            f"got {path!r}"
+        )
+    module_name, _, name = path.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"cannot import module {module_name!r} ({exc}): is its package installed?"
+        ) from None
+    except Exception as exc:  # the module itself failed while being imported
+        raise ValueError(
+            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    for part in name.split("."):
+        if not hasattr(found, part):
+            raise ValueError(f"module {module_name!r} has no attribute {name!r}")
+        found = getattr(found, part)
+    if not isinstance(found, type):
+        raise ValueError(f"{path!r} is not a class (it is a {type(found).__name__})")
+    return found
+
+
 class PricingConfig(_Section):
     input_per_1k: float = Field(0.0, ge=0)
     output_per_1k: float = Field(0.0, ge=0)
@@ -277,6 +388,26 @@ class ModelConfig(_Section):
     max_output_tokens: int | None = Field(None, gt=0)
     pricing: PricingConfig | None = None
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    dimensions: int | None = Field(None, ge=1, le=65536)
+    """Embedding models: asks the provider for vectors of this size (OpenAI's
+    text-embedding-3 ``dimensions``, Gemini's ``outputDimensionality``); must agree with
+    the space's ``@N``."""
+    embedding_space: str | None = None
+    """Embedding models: the space of the vectors (``openai/text-embedding-3-small@1536``,
+    ``@N`` the dimension). Required for a model with an embeddings capability: a pool fails
+    over only between members of one space (see ``mesh_core._spaces``)."""
+    max_batch_size: int | None = Field(None, ge=1, le=100_000)
+    """Embedding models: texts per call (default: the provider's limit, OpenAI 2048,
+    Gemini 100); longer inputs are split, the vectors kept in order."""
+
+    @field_validator("embedding_space")
+    @classmethod
+    def _space(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:  # (``dimensions`` is validated first: declared first)
+            from ._spaces import parse_space
+
+            parse_space(value, info.data.get("dimensions"))
+        return value
 
 
 class MaintenanceWindowConfig(_Section):
@@ -362,6 +493,9 @@ class PoolConfig(_Section):
     wait_for_recovery: Duration = 0.0
     """When every model is in standby, wait up to this long for one to recover."""
     hedging: HedgingConfig = Field(default_factory=HedgingConfig)
+    mixed_embedding_spaces: bool = False
+    """Allow embedding members of several spaces in this pool (refused by default: vectors
+    of different spaces are not comparable); each request still stays in one space."""
     stream_recovery: Literal["raise", "continue"] = "continue"
     """A stream that breaks after its first token (cut, stall, malformed event): continue on
     the next model with the partial answer as an assistant prefill (the default), or raise

@@ -368,6 +368,7 @@ def _cross_check(config: MeshConfig, dropped: _Dropped | None = None) -> list[tu
         if model.name is None and "." not in mid and not lost("models", mid, "name"):
             errors.append((f"models.{mid}", "set 'name' or use an ID of the form vendor.model"))
 
+    errors.extend(_embedding_errors(config, tree))
     for pid, pool in config.pools.items():
         at = f"pools.{pid}"
         for key in ("models", "model_priority"):
@@ -412,6 +413,20 @@ def _cross_check(config: MeshConfig, dropped: _Dropped | None = None) -> list[tu
                     )
                 )
     return errors
+
+
+def _embedding_errors(config: MeshConfig, tree: Any) -> list[tuple[str, str]]:
+    """Embedding spaces (see :mod:`._spaces`): judged on the pools whose members are known."""
+    from ._assembly import pool_members
+    from ._spaces import check_embedding_config
+
+    members: dict[str, list[str]] = {}
+    for pid, pool in config.pools.items():
+        try:
+            members[pid] = pool_members(pid, pool, config, tree)
+        except KeyError:  # an unknown model or capability: reported on its own
+            continue
+    return check_embedding_config(config, tree, members)
 
 
 def config_warnings(config: MeshConfig) -> list[tuple[str, str]]:

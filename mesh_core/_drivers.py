@@ -23,6 +23,8 @@ from ._errors import ErrorKind, ProviderError, provider_error
 from ._tracing import current
 from ._types import CompletionChunk
 from .providers import ProviderReply
+from .providers._base import embedder
+from .providers._embeddings import EmbeddingReply
 
 __all__ = ["adrive", "drive"]
 
@@ -93,7 +95,9 @@ async def _aattempt(c: Call) -> Outcome:
         return Outcome(error=err)
 
 
-def _call(c: Call) -> ProviderReply | Opened:
+def _call(c: Call) -> ProviderReply | Opened | EmbeddingReply:
+    if c.embed is not None:
+        return embedder(c.provider).embed(c.model.name, c.embed, c.timeouts)
     if not c.stream:
         return c.provider.complete(c.model.name, c.request, c.timeouts)
     stream = c.provider.stream(c.model.name, c.request, c.timeouts)
@@ -110,7 +114,9 @@ def _call(c: Call) -> ProviderReply | Opened:
     raise ended_early(c)
 
 
-async def _acall(c: Call) -> ProviderReply | Opened:
+async def _acall(c: Call) -> ProviderReply | Opened | EmbeddingReply:
+    if c.embed is not None:
+        return await embedder(c.provider).aembed(c.model.name, c.embed, c.timeouts)
     if not c.stream:
         return await c.provider.acomplete(c.model.name, c.request, c.timeouts)
     stream = await c.provider.astream(c.model.name, c.request, c.timeouts)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._pool import Model
-    from ._types import CompletionChunk, CompletionRequest
+    from ._types import CompletionChunk, CompletionRequest, EmbeddingRequest
     from .providers import AsyncProviderStream, Provider, ProviderReply, ProviderStream, Timeouts
+    from .providers._embeddings import EmbeddingReply
 
 __all__ = ["Answer", "Blocking", "Call", "Effect", "Hedge", "Hedged", "Opened", "Outcome", "Sleep"]
 
@@ -33,7 +34,9 @@ class Hedge:
 
 @dataclass(slots=True)
 class Call:
-    """Effect: call ``provider`` for ``model`` (streaming or not)."""
+    """Effect: call ``provider`` for ``model``: a completion (streaming or not), or, when
+    ``embed`` is set, an embedding of that batch (``request`` then only carries what
+    routing reads: the pool, the timeout cap, the retry limit)."""
 
     provider: Provider
     model: Model
@@ -43,6 +46,7 @@ class Call:
     span: Any = None
     """The attempt's tracing span, made current while the provider is called (or None)."""
     hedge: Hedge | None = None
+    embed: EmbeddingRequest | None = None
 
 
 @dataclass(slots=True)
@@ -83,10 +87,10 @@ class Hedged:
 
 @dataclass(slots=True)
 class Outcome:
-    """What an effect gave: a ``Call``'s reply (a ProviderReply, or an :class:`Opened`
-    stream), a ``Blocking`` function's value, or the error it raised."""
+    """What an effect gave: a ``Call``'s reply (a ProviderReply, an :class:`Opened` stream
+    or an EmbeddingReply), a ``Blocking`` function's value, or the error it raised."""
 
-    value: ProviderReply | Opened | object = None
+    value: ProviderReply | Opened | EmbeddingReply | object = None
     error: BaseException | None = None
     hedged: Hedged | None = None
 
@@ -96,7 +100,7 @@ class Answer:
     """What a plan returns: the model that answered, its reply and its latency."""
 
     model: Model
-    reply: ProviderReply | Opened
+    reply: ProviderReply | Opened | EmbeddingReply
     latency: float
 
 

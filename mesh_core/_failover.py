@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._deadlines import adapted
 from ._effects import Answer, Blocking, Call, Effect, Hedge, Hedged, Opened, Outcome, Sleep
@@ -31,6 +31,10 @@ from ._pool import CapabilityPool, Model
 from ._router import Router
 from ._types import Attempt, CompletionRequest, CompletionResponse
 from .providers._base import ProviderReply, Timeouts
+from .providers._embeddings import EmbeddingReply
+
+if TYPE_CHECKING:
+    from ._embedding import EmbeddingTarget
 
 __all__ = ["Flight"]
 
@@ -47,7 +51,10 @@ class Flight:
         stream: bool,
         exclude: set[str] | None = None,
         attempts: list[Attempt] | None = None,
+        embedding: EmbeddingTarget | None = None,
     ) -> None:
+        """``embedding``: the flight embeds the next batch of that request instead of
+        completing ``request`` (which then only carries the pool, timeout and retry limit)."""
         self.router = router
         self.pool = pool
         self.request = request
@@ -57,10 +64,13 @@ class Flight:
         self.span: Any = None
         self._hedge_sent: Call | None = None
         """The hedge of the call in progress, once sent (released if the caller cancels)."""
+        self.embedding = embedding
+        self.operation = "chat" if embedding is None else "embeddings"
+        """GenAI's name of the operation, for tracing."""
 
     def plan(self) -> Generator[Effect, Outcome | None, Answer]:
         """Yield effects until a model answers, and return its answer."""
-        self.span = self.router.tracing.start_request(self.pool.name, self.request)
+        self.span = self.router.tracing.start_request(self.pool.name, self.request, self.operation)
         try:
             return (yield from self._attempts())
         except BaseException as exc:
@@ -76,7 +86,11 @@ class Flight:
         router, pool, request = self.router, self.pool, self.request
         with router.lock:
             pool.total_requests += 1
-        eligible = router.eligibility(pool, request)
+        embedding = self.embedding
+        if embedding is None:
+            eligible = router.eligibility(pool, request)
+        else:
+            eligible = router.embedding_eligibility(pool, embedding)
         max_attempts = None if request.max_retries is None else request.max_retries + 1
         exclude: set[str] = set(self.initial_exclude)
         last_error: BaseException | None = None
@@ -97,6 +111,8 @@ class Flight:
                 waited += delay
                 yield Sleep(delay)
                 continue
+            if embedding is not None:
+                embedding.pin(router.embeddings[model.id])  # failover stays in this space
             if previous is not None and previous is not model:
                 router.emitter.emit(
                     EventType.MODEL_ROTATED,
@@ -110,7 +126,12 @@ class Flight:
             while True:
                 tries += 1
                 span = router.tracing.start_attempt(
-                    self.span, model.id, model.provider_id, model.name, len(self.attempts) + 1
+                    self.span,
+                    model.id,
+                    model.provider_id,
+                    model.name,
+                    len(self.attempts) + 1,
+                    self.operation,
                 )
                 call = self._call(model, span)
                 if self.stream and tries == 1:
@@ -135,6 +156,8 @@ class Flight:
                         return Answer(winner[0], _reply(outcome.value), winner[1])
                     exclude.add(outcome.hedged.call.model.id)
                 err = outcome.error
+                if err is None and embedding is not None and call.embed is not None:
+                    err = embedding.problem(model, call.embed, outcome.value)
                 router.tracing.end_attempt(span, err)
                 if err is None:
                     self.attempts.append(Attempt(model.id, model.provider_id, "success", latency))
@@ -172,6 +195,9 @@ class Flight:
 
     def _call(self, model: Model, span: Any) -> Call:
         provider, request = self.router.providers[model.provider_id], self.request
+        if self.embedding is not None:
+            batch = self.embedding.batch(self.router.embeddings[model.id], provider)
+            return Call(provider, model, request, self._timeouts(model), False, span, embed=batch)
         limit = model.max_output_tokens
         if request.max_tokens is None and limit and getattr(provider, "requires_max_tokens", 0):
             request = replace(request, max_tokens=limit)  # a protocol with no default length
@@ -322,8 +348,8 @@ class Flight:
         return response
 
 
-def _reply(value: object) -> ProviderReply | Opened:
-    assert isinstance(value, (ProviderReply, Opened))
+def _reply(value: object) -> ProviderReply | Opened | EmbeddingReply:
+    assert isinstance(value, (ProviderReply, Opened, EmbeddingReply))
     return value
 
 

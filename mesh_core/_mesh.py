@@ -12,14 +12,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._assembly import build_model, build_pools, capability_tree
 from ._clock import Clock, SystemClock, as_clock
 from ._config import MeshConfig, load_config
 from ._drivers import adrive, drive
-from ._effects import Answer
+from ._effects import Answer, Effect, Outcome
+from ._embedding import embedding_plan, embedding_request
 from ._errors import (
     InvalidRequestError,
     MeshClosedError,
@@ -35,10 +36,11 @@ from ._metrics import attach_metrics
 from ._persistence import StateKeeper
 from ._pool import CapabilityPool, Model
 from ._router import PoolSettings, Router
+from ._spaces import embedding_specs
 from ._state import ModelSnapshot
 from ._streaming import AsyncChunkStream, ChunkStream, StreamRecovery, StreamRelay
 from ._tracing import Tracing
-from ._types import CompletionChunk, CompletionRequest, CompletionResponse
+from ._types import CompletionChunk, CompletionRequest, CompletionResponse, EmbeddingResponse
 from .providers import Provider, Timeouts, create_provider
 from .stores import StateStore, open_store
 
@@ -126,6 +128,7 @@ class Mesh:
             for mid, m in config.models.items()
         }
         self._router.tracing = Tracing(config.observability.tracing)
+        self._router.embeddings = embedding_specs(config)
         self._router.metrics = attach_metrics(self.events, config.observability.metrics)
         self._keeper.metrics = self._router.metrics
         self._keeper.restore()
@@ -382,6 +385,39 @@ class Mesh:
             finally:
                 await relay.aclose()
         yield recovery.ended()
+
+    # --- embeddings (see mesh_core._embedding) ---------------------------------------
+    def embed(
+        self,
+        pool: str,
+        texts: str | Sequence[str],
+        *,
+        space: str | None = None,
+        timeout: float | None = None,
+    ) -> EmbeddingResponse:
+        """Embed ``texts`` (one vector per text, in order) with the first model of ``pool``
+        that works, failing over only between members of one embedding space: ``space``,
+        or else the space of the first model chosen (``response.space`` says which)."""
+        return drive(self._embedding(pool, texts, space, timeout))
+
+    async def aembed(
+        self,
+        pool: str,
+        texts: str | Sequence[str],
+        *,
+        space: str | None = None,
+        timeout: float | None = None,
+    ) -> EmbeddingResponse:
+        """Async :meth:`embed`; never blocks the event loop."""
+        return await adrive(self._embedding(pool, texts, space, timeout))
+
+    def _embedding(
+        self, pool: str, texts: Any, space: str | None, timeout: float | None
+    ) -> Generator[Effect, Outcome | None, EmbeddingResponse]:
+        if self._closed:
+            raise MeshClosedError("the mesh is closed; build a new one")
+        request = embedding_request(pool, texts, space=space, timeout=timeout)
+        return embedding_plan(self._router, self.pool(pool), request)
 
     # --- state and shutdown -------------------------------------------------------
     def save_state(self) -> None:

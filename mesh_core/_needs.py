@@ -7,12 +7,25 @@ characters a token) plus the requested output must fit the context window.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._pool import Model
 from ._types import CompletionRequest, Usage
+from .providers._base import can_embed
 
-__all__ = ["RequestNeeds", "estimate_tokens", "is_plain_text", "needs_of"]
+if TYPE_CHECKING:
+    from ._spaces import EmbeddingSpec
+
+__all__ = [
+    "RequestNeeds",
+    "embedding_unmet",
+    "estimate_embedding_usage",
+    "estimate_tokens",
+    "is_plain_text",
+    "needs_of",
+]
 
 _CHARS_PER_TOKEN = 4
 _TOKENS_PER_MESSAGE = 4
@@ -113,3 +126,28 @@ def is_plain_text(request: CompletionRequest) -> bool:
     if request.tools or request.response_format is not None:
         return False
     return all(type(m.get("content")) is not list for m in request.messages)
+
+
+# --- embedding requests -----------------------------------------------------------------
+
+
+def embedding_unmet(
+    model: Model, spec: EmbeddingSpec | None, provider: object, space: str | None
+) -> str | None:
+    """Why ``model`` cannot serve an embedding request in ``space`` (None: any space), or
+    None when it can: it must declare a space, be in that space, and have a provider that
+    can embed."""
+    if spec is None:
+        return "not an embedding model (it declares no embedding_space)"
+    if provider is None or not can_embed(provider):
+        return f"its provider {model.provider_id!r} cannot embed"
+    if space is not None and spec.space != space:
+        return f"in embedding space {spec.space!r}, not {space!r}"
+    return None
+
+
+def estimate_embedding_usage(texts: Sequence[str]) -> Usage:
+    """Usage of an embedding call whose provider reported none (Gemini's): about four
+    characters a token, at least one a text, so that limits and budgets still count."""
+    tokens = sum(max(1, len(t) // _CHARS_PER_TOKEN) for t in texts)
+    return Usage(tokens, 0, tokens)

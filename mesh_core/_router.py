@@ -33,7 +33,7 @@ from ._errors import (
 from ._evaluators import DeactivationEvaluator, DeactivationReason, counts_against_model
 from ._events import EventEmitter, EventType
 from ._lifecycle import Move
-from ._needs import RequestNeeds, is_plain_text, needs_of
+from ._needs import RequestNeeds, embedding_unmet, is_plain_text, needs_of
 from ._policy import Decision, Failure, RetryPolicy, decide
 from ._pool import CapabilityPool, Model
 from ._state import ACTIVE
@@ -43,8 +43,10 @@ from .providers._base import Provider, Timeouts
 from .providers._wire import RateLimitInfo
 
 if TYPE_CHECKING:
+    from ._embedding import EmbeddingTarget
     from ._metrics import Metrics
     from ._persistence import StateKeeper
+    from ._spaces import EmbeddingSpec
 
 __all__ = ["PoolSettings", "Router"]
 
@@ -102,6 +104,8 @@ class Router:
         """Each model's stream history (adaptive deadlines and hedging thresholds)."""
         self.adaptive: dict[str, bool] = {}
         """Models whose stream deadlines are learned (``timeouts.adaptive``; default on)."""
+        self.embeddings: dict[str, EmbeddingSpec] = {}
+        """The embedding space, dimension and batch size of each embedding model, by ID."""
 
     # --- selection ------------------------------------------------------------
     def eligibility(
@@ -136,6 +140,32 @@ class Router:
             detail = "; ".join(f"{mid}: {why}" for mid, why in reasons.items())
             raise NoCapableModelError(
                 f"no model of pool {pool.name!r} can serve this request ({detail})",
+                pool_name=pool.name,
+                reasons=reasons,
+            )
+        return unmet
+
+    def embedding_eligibility(
+        self, pool: CapabilityPool, target: EmbeddingTarget
+    ) -> Callable[[Model], str | None]:
+        """The filter of an embedding request: embedding models whose provider can embed, in
+        the request's space. The space is read at each call, so once the first model chosen
+        pins it (``target.space``), failover stays in that space.
+
+        Raises NoCapableModelError, naming what ruled each model out, when none can.
+        """
+        specs, providers = self.embeddings, self.providers
+
+        def unmet(model: Model) -> str | None:
+            spec = specs.get(model.id)
+            return embedding_unmet(model, spec, providers.get(model.provider_id), target.space)
+
+        members = pool.models
+        reasons = {m.id: r for m in members if (r := unmet(m)) is not None}
+        if members and len(reasons) == len(members):
+            detail = "; ".join(f"{mid}: {why}" for mid, why in reasons.items())
+            raise NoCapableModelError(
+                f"no model of pool {pool.name!r} can serve this embedding request ({detail})",
                 pool_name=pool.name,
                 reasons=reasons,
             )

@@ -80,13 +80,14 @@ class Tracing:
     def enabled(self) -> bool:
         return self._tracer is not None
 
-    def start_request(self, pool: str, request: CompletionRequest) -> Any:
+    def start_request(self, pool: str, request: CompletionRequest, operation: str = "chat") -> Any:
+        """A request's span; ``operation`` is GenAI's ``chat`` or ``embeddings``."""
         if self._tracer is None:
             return None
         if not self._always and not self._provider_configured():
             return None  # no SDK configured (yet): a span would record nothing
         attrs = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.request.model": pool,
             "modelmesh.pool": pool,
             "modelmesh.stream": request.stream,
@@ -96,21 +97,27 @@ class Tracing:
         if request.max_tokens is not None:
             attrs["gen_ai.request.max_tokens"] = request.max_tokens
         return self._tracer.start_span(
-            f"chat {pool}", kind=self._trace.SpanKind.CLIENT, attributes=attrs
+            f"{operation} {pool}", kind=self._trace.SpanKind.CLIENT, attributes=attrs
         )
 
     def start_attempt(
-        self, parent: Any, model_id: str, provider_id: str, model_name: str, attempt: int
+        self,
+        parent: Any,
+        model_id: str,
+        provider_id: str,
+        model_name: str,
+        attempt: int,
+        operation: str = "chat",
     ) -> Any:
         if parent is None:
             return None
         context = self._trace.set_span_in_context(parent)
         return self._tracer.start_span(
-            f"chat {model_name}",
+            f"{operation} {model_name}",
             context=context,
             kind=self._trace.SpanKind.CLIENT,
             attributes={
-                "gen_ai.operation.name": "chat",
+                "gen_ai.operation.name": operation,
                 "gen_ai.provider.name": provider_id,
                 "gen_ai.request.model": model_name,
                 "modelmesh.model": model_id,

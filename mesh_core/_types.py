@@ -163,11 +163,55 @@ class CompletionChunk:
         return bool(self.content) or bool(self.tool_call_deltas)
 
 
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """Texts to embed through a pool (``model`` is the pool's name).
+
+    ``space`` restricts the request to the pool's members of one embedding space; None
+    lets the first model chosen pin it. The failover loop calls a provider with a copy that
+    holds one batch of ``texts`` and, when the model's configuration asks the provider for
+    shortened vectors, ``dimensions``.
+    """
+
+    model: str
+    texts: list[str]
+    space: str | None = None
+    timeout: float | None = None
+    """Caps every timeout of each attempt (seconds)."""
+    max_retries: int | None = None
+    dimensions: int | None = None
+    """Sent to the provider (OpenAI ``dimensions``, Gemini ``outputDimensionality``)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Passed through into the provider's request body."""
+
+
+@dataclass(slots=True)
+class EmbeddingResponse:
+    """Vectors of one request, one per input text in input order, all of one ``space``.
+
+    ``model`` is the mesh model that served (the last batch's when a request was split
+    into batches and a batch failed over to another member of the space).
+    """
+
+    vectors: list[list[float]]
+    model: str
+    provider: str
+    space: str
+    dimensions: int
+    usage: Usage = field(default_factory=Usage)
+    """``prompt_tokens`` as reported (or estimated when not), ``completion_tokens`` 0."""
+    cost: float = 0.0
+    pool: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+
 __all__ = [
     "Attempt",
     "CompletionChunk",
     "CompletionRequest",
     "CompletionResponse",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
     "ToolCall",
     "ToolCallDelta",
     "Usage",

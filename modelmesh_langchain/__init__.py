@@ -1,4 +1,5 @@
-"""LangChain adapter for ModelMesh Lite: ``MeshChatModel(pool="reasoning")``."""
+"""LangChain adapter for ModelMesh Lite: ``MeshChatModel(pool="reasoning")``, and
+``MeshEmbeddings(pool="embeddings")`` for retrievers and vector stores."""
 
 from __future__ import annotations
 
@@ -11,5 +12,6 @@ except ImportError as exc:  # say which extra brings it, not only which module i
     ) from exc
 
 from .chat_models import MeshChatModel
+from .embeddings import MeshEmbeddings
 
-__all__ = ["MeshChatModel"]
+__all__ = ["MeshChatModel", "MeshEmbeddings"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, ClassVar, Literal
 
@@ -169,6 +169,48 @@ class MeshChatModel(PortableAdapter, BaseChatModel):
             if "model_kwargs" in out["kwargs"]:
                 out["kwargs"]["model_kwargs"] = redact(out["kwargs"]["model_kwargs"])
         return out
+
+    @classmethod
+    def from_models(
+        cls,
+        models: Mapping[str, BaseChatModel],
+        *,
+        pool: str = "default",
+        strategy: str = "priority-selection",
+        config: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> MeshChatModel:
+        """A chat model over a pool of LangChain chat models you already have.
+
+        ``models`` maps mesh model IDs (``"bedrock.claude"``) to chat models (``ChatBedrock``,
+        ``ChatVertexAI``, ``ChatOpenAI``...), in priority order: each becomes a pool member
+        with the mesh's state, standby and recovery, strategies, quotas, budgets and
+        first-token failover, its calls going through the model's own client and
+        credentials. ``config`` (a configuration dict) adds native providers and models
+        (a mixed pool), per-model settings (``pricing``, ``context_window``) and pool
+        settings (``deactivation``, ``recovery``, ``storage``...). ``fields`` are this
+        class's (``temperature``, ``streaming``...). The result has its own Mesh.
+        """
+        from mesh_core.providers._foreign_mesh import mesh_from_models
+
+        from ._foreign import class_path, foreign_provider
+
+        for key, member in models.items():
+            if not isinstance(member, BaseChatModel):
+                raise TypeError(
+                    f"from_models: models[{key!r}] is a {type(member).__name__}, not a "
+                    "LangChain chat model (a BaseChatModel such as ChatOpenAI)"
+                )
+        mesh = mesh_from_models(
+            models,
+            foreign_provider,
+            type_name="langchain",
+            class_path=class_path,
+            pool=pool,
+            strategy=strategy,
+            config=config,
+        )
+        return cls(pool=pool, config=mesh, **fields)
 
     @property
     def mesh(self) -> Mesh:

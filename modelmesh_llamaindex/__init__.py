@@ -1,4 +1,5 @@
-"""LlamaIndex adapter for ModelMesh Lite: ``MeshLLM(pool="reasoning")``."""
+"""LlamaIndex adapter for ModelMesh Lite: ``MeshLLM(pool="reasoning")``, and
+``MeshEmbedding(pool="embeddings")`` for indexes and query engines."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ except ImportError as exc:  # say which extra brings it, not only which module i
         name=exc.name,
     ) from exc
 
+from .embeddings import MeshEmbedding
 from .llms import MeshLLM
 
-__all__ = ["MeshLLM"]
+__all__ = ["MeshEmbedding", "MeshLLM"]

@@ -37,8 +37,10 @@ from mesh_core._redact import redact
 from mesh_core._shared import mesh_for_pool
 
 from ._convert import StreamAccumulator, to_chat_response, to_openai_messages
+from ._foreign import mesh_of_models
 
 if TYPE_CHECKING:
+    from llama_index.core.llms.llm import LLM
     from llama_index.core.tools.types import BaseTool
 
 __all__ = ["MeshLLM"]
@@ -116,6 +118,30 @@ class MeshLLM(PortableAdapter, FunctionCallingLLM):
         if isinstance(data.get("additional_kwargs"), Mapping):
             data["additional_kwargs"] = redact(data["additional_kwargs"])
         return data
+
+    @classmethod
+    def from_models(
+        cls,
+        models: Mapping[str, LLM],
+        *,
+        pool: str = "default",
+        strategy: str = "priority-selection",
+        config: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> MeshLLM:
+        """A MeshLLM over LlamaIndex LLMs you already have (``Bedrock``, ``Anthropic``,
+        ``OpenAI``...), each a pool member under its key (the mesh model ID, e.g.
+        ``"bedrock.claude"``); ``priority-selection`` tries them in the order given, then
+        the models of ``config``. ``config`` adds to the configuration (native
+        providers and models for a mixed pool, pricing, pool settings); ``fields`` are
+        MeshLLM's (``temperature``, ``timeout``...). The instance owns its Mesh
+        (``llm.mesh``): close it when done.
+
+        Turn the LLMs' own retries off (``max_retries=0``): the mesh retries and fails
+        over, and a model retrying inside an attempt only uses up that attempt's deadline.
+        """
+        mesh = mesh_of_models(models, pool=pool, strategy=strategy, config=config)
+        return cls(pool=pool, config=mesh, **fields)
 
     @classmethod
     def class_name(cls) -> str:

@@ -160,78 +160,85 @@ for mid in llm.mesh.models:
 LLAMAINDEX = [
     (
         "md",
-        "# LlamaIndex: `MeshLLM` as a query engine and agent LLM\n\n"
-        "A small vector index over a handful of documents (with an offline embedding), "
-        "queried through a pool that fails over.",
+        "# LlamaIndex: `MeshLLM` and `MeshEmbedding` as a query engine and agent LLM\n\n"
+        "A small vector index over a handful of documents, embedded through an embedding pool "
+        "and queried through a chat pool, both failing over.",
     ),
     ("code", SERVERS),
     (
         "code",
-        '''\
-import hashlib
-import math
-import re
-
+        """\
 from llama_index.core import Document, VectorStoreIndex
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from modelmesh_llamaindex import MeshLLM
+from modelmesh_llamaindex import MeshEmbedding, MeshLLM
 
-
-class HashEmbedding(BaseEmbedding):
-    """An offline bag-of-words embedding (no model download)."""
-
-    def _embed(self, text):
-        vec = [0.0] * 64
-        for word in re.findall(r"[a-z]+", text.lower()):
-            vec[int(hashlib.md5(word.encode()).hexdigest(), 16) % 64] += 1.0
-        norm = math.sqrt(sum(v * v for v in vec)) or 1.0
-        return [v / norm for v in vec]
-
-    def _get_query_embedding(self, query):
-        return self._embed(query)
-
-    async def _aget_query_embedding(self, query):
-        return self._embed(query)
-
-    def _get_text_embedding(self, text):
-        return self._embed(text)
-
-
+# Vectors are comparable only within one embedding space (one model, one dimension):
+# the pool fails over between its two members, which serve the same model, and never
+# to a model of another space.
+embedder = {"name": "text-embedding-3-small", "capabilities": ["text-embeddings"],
+            "dimensions": 64, "embedding_space": "openai/text-embedding-3-small@64"}
+config = {
+    "providers": providers,
+    "models": {
+        "alpha.fast": {"provider": "alpha"},
+        "beta.smart": {"provider": "beta"},
+        "gamma.embed": {"provider": "gamma", **embedder},
+        "beta.embed": {"provider": "beta", **embedder},  # the same model at another provider
+    },
+    "pools": {
+        "reasoning": {"capability": "chat-completion"},
+        "embeddings": {"capability": "text-embeddings", "strategy": "priority-selection",
+                       "models": ["gamma.embed", "beta.embed"]},
+    },
+}
+embed_model = MeshEmbedding(pool="embeddings", config=config)
 docs = [Document(text=t) for t in [
     "The Eiffel Tower is in Paris and was finished in 1889.",
     "Owls are nocturnal birds that hunt small mammals at night.",
     "ModelMesh routes every request to a healthy model of a capability pool.",
 ]]
-index = VectorStoreIndex.from_documents(docs, embed_model=HashEmbedding())
-config = {
-    "providers": providers,
-    "models": {"alpha.fast": {"provider": "alpha"}, "beta.smart": {"provider": "beta"}},
-    "pools": {"reasoning": {"capability": "chat-completion"}},
-}
+index = VectorStoreIndex.from_documents(docs, embed_model=embed_model)
+print("embedded in:", embed_model.pinned_space)
 llm = MeshLLM(pool="reasoning", config=config)
-print(llm.metadata)''',
+print(llm.metadata)""",
     ),
-    ("md", "## Querying (the scripted server echoes the prompt, so we see the retrieved context)"),
+    (
+        "md",
+        "## Querying\n\n"
+        "The scripted server echoes the prompt, so we see the retrieved context. Its vectors "
+        "are hashes of the text: deterministic (the same text always gets the same vector) but "
+        "meaningless, so which document is nearest to a question is arbitrary here; with a "
+        "real embedding model it is the closest in meaning.",
+    ),
     (
         "code",
         """\
 from mesh_core import EventType
 
-answered = []  # the model that served each call, as the mesh reports it
+answered = []  # the model that served each call (embedding or chat), as the mesh reports it
 llm.mesh.on(EventType.REQUEST_SUCCESS, lambda e: answered.append(e.model_id))
 engine = index.as_query_engine(llm=llm, similarity_top_k=1)
 response = engine.query("When was the Eiffel Tower finished?")
 print(str(response)[:160])
+print("query embedded by:", answered[-2])
 print("answered by:", answered[-1])""",
     ),
-    ("md", "## Failover during queries"),
+    (
+        "md",
+        "## Failover during queries\n\n"
+        "The chat model goes silent and the primary embedding model fails: the question is "
+        "embedded by the other member of the same space (never by a model of another space, "
+        "whose vectors could not be compared with the index's), and answered by the next "
+        "chat model.",
+    ),
     (
         "code",
         """\
 alpha.set("fast", faults.silent())    # alpha accepts requests and never answers
+gamma.set("text-embedding-3-small", faults.server_error(503))  # the primary embedder fails
 streaming = index.as_query_engine(llm=llm, streaming=True, similarity_top_k=1)
 resp = streaming.query("What do owls hunt?")
 print("".join(resp.response_gen)[:80])
+print("query embedded by:", answered[-2], "in", embed_model.pinned_space)
 print("answered by:", answered[-1])
 for mid in llm.mesh.models:
     s = llm.mesh.snapshot(mid)

@@ -40,6 +40,9 @@ def test_notebook_runs_top_to_bottom(name):
         # the model that answered, as the mesh reports it: alpha, then beta once alpha is silent
         answered = [line for line in text.splitlines() if line.startswith("answered by:")]
         assert answered == ["answered by: alpha.fast", "answered by: beta.smart"]
+        # the query's embedding fails over within its space: gamma's embedder, then beta's
+        embedded = [line for line in text.splitlines() if line.startswith("query embedded by:")]
+        assert [line.split()[3] for line in embedded] == ["gamma.embed", "beta.embed"], embedded
     if name.startswith("03"):
         images = [
             o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})

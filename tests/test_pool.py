@@ -33,7 +33,11 @@ BASE = {
         "a.chat": {"provider": "a", "capabilities": ["chat-completion"]},
         "b.chat": {"provider": "b", "capabilities": ["chat-completion"]},
         "b.code": {"provider": "b", "capabilities": ["code-generation"]},
-        "a.embed": {"provider": "a", "capabilities": ["text-embeddings"]},
+        "a.embed": {
+            "provider": "a",
+            "capabilities": ["text-embeddings"],
+            "embedding_space": "a/embed@8",  # required of an embedding model
+        },
     },
 }
 

@@ -115,6 +115,8 @@ def test_soak():
                 await one_async(i)
 
         await asyncio.gather(*(guarded(i) for i in range(900)))
+        # aclose() closes the sync pools too: not under sync workers still running
+        await asyncio.to_thread(lambda: [w.join(timeout=120) for w in workers])
         for provider in mesh.providers.values():
             await provider.aclose()
         assert asyncio.all_tasks() == {asyncio.current_task()}

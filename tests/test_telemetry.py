@@ -50,6 +50,26 @@ def test_a_span_per_request_and_a_child_per_attempt(servers, spans):
     mesh.close()
 
 
+def test_embedding_requests_are_embeddings_spans(spans):
+    from mesh_core.testing import FaultServer
+    from tests import embedding_mesh
+
+    with FaultServer() as server:
+        models = {
+            "oa.e1": embedding_mesh.model("oa", "e1", "s/e@8"),
+            "oa2.e2": embedding_mesh.model("oa2", "e2", "s/e@8"),
+        }
+        server.set("e1", faults.server_error(503))
+        with Mesh.from_config(embedding_mesh.config(server, models)) as mesh:
+            assert mesh.embed("emb", ["a", "b"]).model == "oa2.e2"
+    finished = spans.get_finished_spans()
+    request = next(s for s in finished if s.name == "embeddings emb")
+    attempts = [s for s in finished if s.parent and s.parent.span_id == request.context.span_id]
+    assert [s.name for s in attempts] == ["embeddings e1", "embeddings e2"]
+    assert {s.attributes["gen_ai.operation.name"] for s in (request, *attempts)} == {"embeddings"}
+    assert attempts[0].attributes["error.type"] == "server_error"
+
+
 def test_streams_and_errors_end_their_spans(servers, spans):
     mesh = Mesh.from_config(config_for(servers))
     list(mesh.stream("chat", "hi"))

@@ -1,18 +1,34 @@
 """Providers: one transport (:class:`HTTPProvider`) speaking one dialect per wire protocol.
 
 Built-in provider types (``providers.<id>.type``): ``openai-compatible`` (alias ``openai``),
-``anthropic``, ``gemini`` and ``azure-openai`` (alias ``azure``). Add your own with
-:func:`register_provider_type`, or pass provider instances to ``Mesh(config, providers=...)``.
+``anthropic``, ``gemini`` and ``azure-openai`` (alias ``azure``); ``langchain`` and
+``llamaindex`` wrap a model object of that framework (``class`` and ``kwargs``; see
+:mod:`._foreign`), their adapters imported only when such a provider is built. Add your own
+with :func:`register_provider_type`, or pass provider instances to
+``Mesh(config, providers=...)``.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from ._anthropic import AnthropicDialect
 from ._azure import AzureOpenAIDialect
-from ._base import AsyncProviderStream, Limits, Provider, ProviderReply, ProviderStream, Timeouts
-from ._dialect import Dialect, StreamParser
+from ._base import (
+    AsyncProviderStream,
+    EmbeddingProvider,
+    Limits,
+    Provider,
+    ProviderReply,
+    ProviderStream,
+    Timeouts,
+    can_embed,
+)
+from ._dialect import Dialect, EmbeddingDialect, StreamParser
+from ._embeddings import EmbeddingReply, ParsedEmbeddings
+from ._foreign import ForeignAdapter, ForeignProvider
+from ._foreign_errors import classify_foreign_error
 from ._gemini import GeminiDialect
 from ._openai_compat import OpenAICompatibleProvider
 from ._registry import (
@@ -32,11 +48,17 @@ __all__ = [
     "AsyncProviderStream",
     "AzureOpenAIDialect",
     "Dialect",
+    "EmbeddingDialect",
+    "EmbeddingProvider",
+    "EmbeddingReply",
+    "ForeignAdapter",
+    "ForeignProvider",
     "GeminiDialect",
     "HTTPProvider",
     "Limits",
     "OpenAICompatibleProvider",
     "OpenAIDialect",
+    "ParsedEmbeddings",
     "ParsedResponse",
     "Provider",
     "ProviderFactory",
@@ -46,6 +68,8 @@ __all__ = [
     "RateLimitInfo",
     "StreamParser",
     "Timeouts",
+    "can_embed",
+    "classify_foreign_error",
     "create_provider",
     "provider_type",
     "provider_types",
@@ -97,3 +121,34 @@ register_provider_type(
     "gemini", _gemini, default_base_url="https://generativelanguage.googleapis.com"
 )
 register_provider_type("azure-openai", _azure, aliases=("azure",))
+
+
+def _lazy_factory(type_name: str, module: str, extra: str) -> ProviderFactory:
+    """The factory of a foreign type: ``module.provider_from_config``, imported on first use
+    (``import mesh_core`` never imports LangChain or LlamaIndex)."""
+
+    def factory(provider_id: str, config: Any) -> Provider:
+        try:
+            adapter = importlib.import_module(module)
+        except ImportError as exc:
+            raise ImportError(
+                f"provider {provider_id!r} (type {type_name}) needs {module.split('.')[0]}: "
+                f'pip install "modelmesh-lite[{extra}]" ({exc})',
+                name=exc.name,
+            ) from exc
+        provider: Provider = adapter.provider_from_config(provider_id, config)
+        return provider
+
+    return factory
+
+
+register_provider_type(
+    "langchain",
+    _lazy_factory("langchain", "modelmesh_langchain._foreign", "langchain"),
+    foreign=True,
+)
+register_provider_type(
+    "llamaindex",
+    _lazy_factory("llamaindex", "modelmesh_llamaindex._foreign", "llamaindex"),
+    foreign=True,
+)

@@ -76,6 +76,10 @@ class AzureOpenAIDialect(OpenAIDialect):
         path = f"/openai/deployments/{deployment}/chat/completions"
         return path, {"api-version": self.api_version}
 
+    def embedding_endpoint(self, model_name: str, count: int) -> tuple[str, Mapping[str, str]]:
+        deployment = quote(self.deployments.get(model_name, model_name), safe="")
+        return f"/openai/deployments/{deployment}/embeddings", {"api-version": self.api_version}
+
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         if not api_key:
             return {}

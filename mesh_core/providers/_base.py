@@ -7,20 +7,24 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
-from .._errors import ProviderTimeoutError
-from .._types import CompletionChunk, CompletionRequest
+from .._errors import ErrorKind, ProviderTimeoutError, provider_error
+from .._types import CompletionChunk, CompletionRequest, EmbeddingRequest
+from ._embeddings import EmbeddingReply
 from ._reply import ParsedResponse, RateLimitInfo
 from ._sse import SSEDecoder
 from ._wire import DONE, parse_chunk
 
 __all__ = [
     "AsyncProviderStream",
+    "EmbeddingProvider",
     "Limits",
     "Provider",
     "ProviderReply",
     "ProviderStream",
     "StreamTimer",
     "Timeouts",
+    "can_embed",
+    "embedder",
     "sse_chunks",
     "total_expired",
 ]
@@ -198,3 +202,41 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    """A provider that can also embed. Optional, and separate from :class:`Provider` so that
+    providers written before embeddings (and third-party ones) stay valid: the mesh only
+    sends an embedding request to a provider that has these methods (see :func:`can_embed`).
+    Raises :class:`~mesh_core._errors.ProviderError` subclasses only."""
+
+    def embed(
+        self, model_name: str, request: EmbeddingRequest, timeouts: Timeouts
+    ) -> EmbeddingReply: ...
+
+    async def aembed(
+        self, model_name: str, request: EmbeddingRequest, timeouts: Timeouts
+    ) -> EmbeddingReply: ...
+
+
+def can_embed(provider: object) -> bool:
+    """Whether ``provider`` can serve embedding requests: it has ``embed`` and ``aembed``,
+    and does not say otherwise through a ``can_embed`` attribute (an HTTP provider whose
+    dialect has no embeddings API, Anthropic's, says False)."""
+    said = getattr(provider, "can_embed", None)
+    if isinstance(said, bool) and not said:
+        return False
+    return isinstance(provider, EmbeddingProvider)
+
+
+def embedder(provider: object) -> EmbeddingProvider:
+    """``provider`` as an embedding provider, or a BadRequestError saying it cannot embed
+    (the mesh rules such providers out before calling; this is the last word)."""
+    if not can_embed(provider):
+        pid = getattr(provider, "provider_id", type(provider).__name__)
+        raise provider_error(
+            ErrorKind.BAD_REQUEST,
+            f"provider {pid!r} cannot embed (it has no embed/aembed, or no embeddings API)",
+        )
+    return provider  # type: ignore[return-value]

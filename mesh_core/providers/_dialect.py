@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from .._errors import ProviderError
-from .._types import CompletionChunk, CompletionRequest
+from .._types import CompletionChunk, CompletionRequest, EmbeddingRequest
+from ._embeddings import ParsedEmbeddings
 from ._reply import ParsedResponse, RateLimitInfo
 
-__all__ = ["Dialect", "StreamParser"]
+__all__ = ["Dialect", "EmbeddingDialect", "StreamParser"]
 
 
 class StreamParser(Protocol):
@@ -72,4 +73,24 @@ class Dialect(Protocol):
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         """The rate-limit headroom the reply's headers report, if any."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingDialect(Protocol):
+    """A dialect that can also embed (OpenAI, Azure, Gemini; not Anthropic, which has no
+    embeddings API). Optional: a :class:`Dialect` without these hooks makes a provider
+    that cannot serve embedding pools. Sans I/O like the rest; errors and rate limits are
+    read with the dialect's own ``classify_error`` and ``rate_limits``."""
+
+    def embedding_endpoint(self, model_name: str, count: int) -> tuple[str, Mapping[str, str]]:
+        """The path and query parameters of a call embedding ``count`` texts."""
+        ...
+
+    def build_embedding_payload(self, request: EmbeddingRequest, model_name: str) -> dict[str, Any]:
+        """The JSON body of a call embedding ``request.texts`` (one batch)."""
+        ...
+
+    def parse_embeddings(self, body: bytes, request: EmbeddingRequest) -> ParsedEmbeddings:
+        """One vector per text of ``request``, in order, or MalformedResponseError."""
         ...

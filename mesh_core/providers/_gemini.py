@@ -30,7 +30,21 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._errors import ErrorKind, ProviderError, provider_error
-from .._types import CompletionChunk, CompletionRequest, ToolCall, ToolCallDelta, Usage
+from .._types import (
+    CompletionChunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from ._embeddings import (
+    MAX_BATCH_GEMINI,
+    ParsedEmbeddings,
+    gemini_embedding_endpoint,
+    gemini_embedding_payload,
+    parse_gemini_embeddings,
+)
 from ._gemini_request import Signatures, build_gemini_payload
 from ._http_errors import CONTEXT, kind_for_status, proxy_auth_error
 from ._reply import (
@@ -306,3 +320,15 @@ class GeminiDialect:
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None  # Gemini reports no headroom in its headers
+
+    # --- embeddings (``embedContent`` / ``batchEmbedContents``; see :mod:`._embeddings`) --
+    max_embedding_batch = MAX_BATCH_GEMINI
+
+    def embedding_endpoint(self, model_name: str, count: int) -> tuple[str, Mapping[str, str]]:
+        return gemini_embedding_endpoint(self.api_version, model_name, count), {}
+
+    def build_embedding_payload(self, request: EmbeddingRequest, model_name: str) -> dict[str, Any]:
+        return gemini_embedding_payload(request, model_name)
+
+    def parse_embeddings(self, body: bytes, request: EmbeddingRequest) -> ParsedEmbeddings:
+        return parse_gemini_embeddings(body, request)

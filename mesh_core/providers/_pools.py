@@ -25,13 +25,29 @@ from typing import Any, Protocol
 import httpx
 
 from ._shards import Shards
-from ._watchdog import network_backend
 
-__all__ = ["LoopPools", "drop_closed_loops", "no_tls", "running_loop", "tls_context"]
+__all__ = [
+    "AsyncTransport",
+    "LoopPools",
+    "drop_closed_loops",
+    "no_tls",
+    "running_loop",
+    "tls_context",
+]
 
 
 class _Owner(Protocol):
     def _forget(self, pools: LoopPools) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    """What a loop's pools are made of (:class:`~._h1pool.H1Transport`, or the SOCKS
+    fallback :class:`~._h1socks.HttpxTransport`): how they close."""
+
+    async def aclose(self) -> None: ...
+
+    def drop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the connections without awaiting ``loop`` (closed, idle, or this thread's)."""
 
 
 _TLS: dict[bool, ssl.SSLContext] = {}
@@ -88,7 +104,7 @@ class LoopPools:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        shards: Shards[httpx.AsyncHTTPTransport],
+        shards: Shards[AsyncTransport],
         owner: weakref.ref[_Owner],
     ) -> None:
         self.loop = loop
@@ -131,14 +147,14 @@ class LoopPools:
             return
         self.closed = True
         loop = self.loop
-        backends = [network_backend(t) for t in self.shards.transports]
+        transports = list(self.shards.transports)
         if loop.is_running() and running_loop() is not loop:
             try:
-                loop.call_soon_threadsafe(_drop_all, backends, loop)
+                loop.call_soon_threadsafe(_drop_all, transports, loop)
             except RuntimeError:  # closed in the meantime
-                _drop_all(backends, loop)
+                _drop_all(transports, loop)
         else:
-            _drop_all(backends, loop)
+            _drop_all(transports, loop)
         self._finish()
 
     def _finish(self) -> None:
@@ -156,9 +172,9 @@ class LoopPools:
                 step.close()
 
 
-def _drop_all(backends: list[Any], loop: asyncio.AbstractEventLoop) -> None:
-    for backend in backends:
-        backend.drop_connections(loop)
+def _drop_all(transports: list[AsyncTransport], loop: asyncio.AbstractEventLoop) -> None:
+    for transport in transports:
+        transport.drop(loop)
 
 
 async def _close_at_shutdown(pools: LoopPools) -> AsyncGenerator[None, None]:

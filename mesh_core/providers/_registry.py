@@ -41,6 +41,10 @@ class ProviderType:
     default_base_url: str | None = None
     """Used when the configuration gives no ``base_url``; None: it must give one."""
     aliases: tuple[str, ...] = ()
+    foreign: bool = False
+    """A type whose providers wrap a model object of another framework (``langchain``,
+    ``llamaindex``): its configuration names a ``class`` and its ``kwargs``, and takes no
+    ``base_url`` (the model's own client knows where it goes)."""
 
 
 _TYPES: dict[str, ProviderType] = {}
@@ -55,13 +59,15 @@ def register_provider_type(
     default_base_url: str | None = None,
     aliases: tuple[str, ...] = (),
     replace: bool = False,
+    foreign: bool = False,
 ) -> None:
     """Make ``providers.<id>.type: <name>`` build providers with ``factory``.
 
     ``factory(provider_id, config)`` returns a :class:`~._base.Provider`, typically
     ``HTTPProvider.from_config(provider_id, config, MyDialect())``. Names are lower-case
     (letters, digits, ``-``, ``_``, ``.``); registering a taken name (a built-in one too)
-    raises ValueError unless ``replace=True``.
+    raises ValueError unless ``replace=True``. ``foreign=True``: the type's sections give
+    ``class`` and ``kwargs`` instead of ``base_url`` (see :attr:`ProviderType.foreign`).
     """
     names = (name, *aliases)
     for n in names:
@@ -82,7 +88,7 @@ def register_provider_type(
         for n in names:
             _TYPES.pop(n, None)
             _ALIASES.pop(n, None)
-        _TYPES[name] = ProviderType(name, factory, default_base_url, tuple(aliases))
+        _TYPES[name] = ProviderType(name, factory, default_base_url, tuple(aliases), foreign)
         for alias in aliases:
             _ALIASES[alias] = name
 
@@ -109,6 +115,8 @@ def provider_type(name: str) -> ProviderType:
 def create_provider(provider_id: str, config: Any) -> Provider:
     """Build the provider a ``providers.<id>`` configuration section describes."""
     kind = provider_type(config.type)
+    if kind.foreign:
+        return kind.factory(provider_id, config)
     if getattr(config, "base_url", None) is None and kind.default_base_url is not None:
         config = config.model_copy(update={"base_url": kind.default_base_url})
     return kind.factory(provider_id, config)

@@ -1,4 +1,5 @@
-"""Streaming answers over httpx: reading, decoding and timing an event stream.
+"""Streaming answers: reading, decoding and timing an event stream (sync over httpx, async
+over the transport's :class:`~._h1pool.Exchange`).
 
 Part of the transport, shared by every dialect (they all stream server-sent events). The
 body's content-encoding is decoded first (bounded by ``max_response_bytes``), then its SSE
@@ -62,7 +63,7 @@ class _Decoding:
 
     def __init__(
         self,
-        resp: httpx.Response,
+        resp: Any,
         timer: StreamTimer,
         lease: Lease[Any],
         limits: Limits,
@@ -159,30 +160,30 @@ class SyncStream(_Decoding, ProviderStream):
 
 
 class AsyncStream(_Decoding, AsyncProviderStream):
-    """An async stream: each read waits under a :class:`~.watchdog.ReadDeadline` (an
-    ``asyncio.timeout_at`` that lets bytes which arrived in time through)."""
+    """An async stream over an :class:`~._h1pool.Exchange`: each read waits under a
+    :class:`~.watchdog.ReadDeadline` (an ``asyncio.timeout_at`` that lets bytes which
+    arrived in time through); the transport's failures are already classified."""
 
     async def __anext__(self) -> CompletionChunk:
         chunk: CompletionChunk = await self._chunks.__anext__()
         return chunk
 
     async def _run(self) -> AsyncGenerator[CompletionChunk, None]:
-        timer, resp = self._timer, self._resp
+        timer, exchange = self._timer, self._resp
         loop = asyncio.get_running_loop()
-        raw_iter = cast("AsyncGenerator[bytes, None]", resp.aiter_raw())
         try:
             while True:
                 now = time.monotonic()
                 at = self._deadline(now)
                 try:
                     with ReadDeadline(loop, loop.time() + (at - now)):
-                        raw = await anext(raw_iter, None)
-                except (TimeoutError, httpx.HTTPError) as exc:
+                        raw = await exchange.read()
+                except (TimeoutError, ProviderError) as exc:
                     if self.done:  # the answer was complete; only the connection is lost
                         return
                     if isinstance(exc, TimeoutError):
                         raise timer.expired(at) from None
-                    raise map_transport_error(exc, timer.timeouts) from None
+                    raise
                 for chunk in self._decode(raw):
                     yield chunk
                 if raw is None:
@@ -190,10 +191,10 @@ class AsyncStream(_Decoding, AsyncProviderStream):
         except ProviderError as err:
             raise self._redact(err) from None
         finally:
-            # Closed here, not left to the garbage collector: a suspended async generator
-            # is finalised by a task the event loop schedules later, outliving the request.
-            await raw_iter.aclose()
-            await resp.aclose()
+            # Given back here, not left to the garbage collector: a suspended async
+            # generator is finalised by a task the event loop schedules later, outliving
+            # the request. An exchange not read to its end closes its connection.
+            await exchange.aclose()
             self._lease.release()
 
     async def aclose(self) -> None:

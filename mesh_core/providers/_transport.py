@@ -1,4 +1,5 @@
-"""The transport: one provider's HTTP exchanges over httpx, whatever its wire protocol.
+"""The transport: one provider's HTTP exchanges, whatever its wire protocol (sync calls over
+httpx, async ones over an ``asyncio.Protocol`` on httptools: :mod:`._h1pool`).
 
 A provider is this transport plus a :class:`~._dialect.Dialect`. The transport owns what
 every protocol needs done the same way: connection pools (:mod:`._pools`, :mod:`._shards`),
@@ -8,12 +9,14 @@ exceptions to the error taxonomy, and keeping credentials out of every error mes
 dialect says where a request goes, what its body is and what the replies mean; it does no
 I/O, so the sync and async paths here share it whole.
 
-Requests go straight to httpx *transports* (a sync set per provider, an async set per
-provider and event loop, since an async pool cannot cross loops; see :mod:`._shards` for why
-a set) rather than through ``httpx.Client``. A router sits on every call, and the client
-layer (URL merging, cookies, auth and redirect flows, event hooks) costs more per request
-than all of our routing while doing nothing we use: the URLs, headers and timeouts of a
-model are fixed, so they are prepared once.
+Sync requests go straight to httpx *transports* (a set per provider; see :mod:`._shards`
+for why a set) rather than through ``httpx.Client``; async ones to this module's own
+(:mod:`._h1pool`, a set per provider and event loop, since a pool cannot cross loops),
+which cost a fraction of httpx's async stack per request (BENCHMARKS.md, "Async HTTP
+stack"). A router sits on every call, and the client layer (URL merging, cookies, auth and
+redirect flows, event hooks) costs more per request than all of our routing while doing
+nothing we use: the URLs, headers and timeouts of a model are fixed, so they are prepared
+once.
 
 What comes back is bounded in time and size: every read of an attempt runs under its
 wall-clock deadline, and bodies are inflated and counted against the provider's
@@ -28,6 +31,7 @@ import base64
 import json
 import re
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -36,8 +40,8 @@ from typing import Any
 import httpx
 
 from .. import __version__
-from .._errors import MalformedResponseError, ProviderError
-from .._types import CompletionRequest
+from .._errors import ErrorKind, MalformedResponseError, ProviderError, provider_error
+from .._types import CompletionRequest, EmbeddingRequest
 from ._base import (
     AsyncProviderStream,
     Limits,
@@ -48,12 +52,13 @@ from ._base import (
     total_expired,
 )
 from ._decoding import BodyDecoder, BodyReader
-from ._dialect import Dialect, StreamParser
+from ._dialect import Dialect, EmbeddingDialect, StreamParser
+from ._embeddings import EmbeddingReply
 from ._pools import LoopPools, drop_closed_loops, no_tls, tls_context
 from ._reply import RateLimitInfo
 from ._shards import Shards
 from ._streams import AsyncStream, SyncStream, map_transport_error
-from ._watchdog import IO_DEADLINE, Deadline, install
+from ._watchdog import IO_DEADLINE, Deadline, ReadDeadline, install
 
 __all__ = ["HTTPProvider"]
 
@@ -265,7 +270,7 @@ class HTTPProvider:
                 shards = self._sync
         return shards
 
-    def _async_shards(self) -> Shards[httpx.AsyncHTTPTransport]:
+    def _async_shards(self) -> Shards[Any]:
         loop = asyncio.get_running_loop()
         pools = self._async.get(loop)
         if pools is None or pools.closed:
@@ -273,12 +278,14 @@ class HTTPProvider:
         return pools.shards
 
     def _new_loop_pools(self, loop: asyncio.AbstractEventLoop) -> LoopPools:
-        """This loop's pools, closed when the loop shuts down; the pools of loops found
-        closed meanwhile (closed without shutting down) are closed here."""
-        options = self._transport_options()
-        shards = Shards(
-            lambda n: install(httpx.AsyncHTTPTransport(**options(n))), self._max_connections
+        """This loop's pools (:mod:`._h1pool`, imported at the first async call), closed when
+        the loop shuts down; the pools of loops found closed meanwhile are closed here."""
+        from ._h1pool import transport_factory
+
+        make = transport_factory(
+            self._base, self._headers, self._verify, self._proxy, self._transport_options
         )
+        shards: Shards[Any] = Shards(make, self._max_connections)
         pools = LoopPools(loop, shards, weakref.ref(self))
         with self._lock:
             stale = [p for other, p in self._async.items() if other.is_closed()]
@@ -332,7 +339,7 @@ class HTTPProvider:
         return err
 
     def _reply(
-        self, status: int, headers: httpx.Headers, body: bytes, request: CompletionRequest
+        self, status: int, headers: Mapping[str, str], body: bytes, request: CompletionRequest
     ) -> ProviderReply:
         if status >= 400:
             raise self._error(status, headers, body)
@@ -360,10 +367,10 @@ class HTTPProvider:
             extensions={"timeout": dict(_timeout_extension(timeouts, read))},
         )
 
-    def _error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+    def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         return self._redact(self.dialect.classify_error(status, headers, body))
 
-    def _body_decoder(self, resp: httpx.Response) -> BodyDecoder:
+    def _body_decoder(self, resp: Any) -> BodyDecoder:
         """The decoder of a reply's body: an answer up to ``max_response_bytes`` (past it, an
         error), an error reply's first ``max_error_bytes`` (enough to classify it)."""
         encoding = resp.headers.get("content-encoding")
@@ -384,10 +391,11 @@ class HTTPProvider:
                 break
         return body.result()
 
-    async def _aread(self, resp: httpx.Response) -> bytes:
-        """:meth:`_read`, awaiting."""
-        body = BodyReader(self._body_decoder(resp))
-        async for raw in resp.aiter_raw():
+    async def _aread(self, exchange: Any) -> bytes:
+        """:meth:`_read`, awaiting (an :class:`~._h1pool.Exchange`, under the caller's
+        deadline)."""
+        body = BodyReader(self._body_decoder(exchange))
+        while (raw := await exchange.read()) is not None:
             if body.feed(raw):
                 break
         return body.result()
@@ -440,26 +448,85 @@ class HTTPProvider:
 
     async def _aexchange(
         self, url: httpx.URL, content: bytes, timeouts: Timeouts
-    ) -> tuple[int, httpx.Headers, bytes]:
-        """:meth:`_exchange`, awaiting (on this event loop's pools)."""
-        httpx_request = self._post(url, content, timeouts, timeouts.total)
-        deadline = Deadline(budget=timeouts.total)
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """:meth:`_exchange`, awaiting, on this event loop's pools (:mod:`._h1pool`): the
+        reply is read under one :class:`~._watchdog.ReadDeadline`, ``total`` from when the
+        request was sent."""
         lease = self._async_shards().lease()
-        token = IO_DEADLINE.set(deadline)
+        exchange: Any = None
         try:
-            resp = await lease.transport.handle_async_request(httpx_request)
-            try:
-                body = await self._aread(resp)
-            finally:
-                await resp.aclose()
-        except httpx.HTTPError as exc:
-            raise self._redact(_deadline_error(exc, timeouts, deadline, False)) from None
+            exchange = await lease.transport.send(url, content, timeouts)
+            loop = asyncio.get_running_loop()
+            with ReadDeadline(loop, loop.time() + timeouts.total):
+                await exchange.receive_head()
+                body = await self._aread(exchange)
+        except TimeoutError:
+            raise self._redact(total_expired(timeouts)) from None
         except ProviderError as err:
             raise self._redact(err) from None
         finally:
-            IO_DEADLINE.reset(token)
+            if exchange is not None:
+                await exchange.aclose()  # a body left unread (past a cap) closes its connection
             lease.release()
-        return resp.status_code, resp.headers, body
+        return exchange.status_code, exchange.headers, body
+
+    # --- embeddings (non-streaming, through the same exchange) -------------------------
+    @property
+    def can_embed(self) -> bool:
+        """Whether the dialect has an embeddings API (Anthropic's has none)."""
+        return isinstance(self.dialect, EmbeddingDialect)
+
+    def embed(
+        self, model_name: str, request: EmbeddingRequest, timeouts: Timeouts
+    ) -> EmbeddingReply:
+        """One batch of ``request.texts`` embedded by ``model_name``."""
+        dialect, url, content = self._embedding_call(model_name, request)
+        status, headers, body = self._exchange(url, content, timeouts)
+        return self._embedding_reply(dialect, status, headers, body, request)
+
+    async def aembed(
+        self, model_name: str, request: EmbeddingRequest, timeouts: Timeouts
+    ) -> EmbeddingReply:
+        """:meth:`embed`, awaiting."""
+        dialect, url, content = self._embedding_call(model_name, request)
+        status, headers, body = await self._aexchange(url, content, timeouts)
+        return self._embedding_reply(dialect, status, headers, body, request)
+
+    def _embedding_call(
+        self, model_name: str, request: EmbeddingRequest
+    ) -> tuple[EmbeddingDialect, httpx.URL, bytes]:
+        """The dialect, URL and body of an embedding call (BadRequestError for a dialect with
+        no embeddings API: the mesh never routes one there, a direct caller learns why)."""
+        dialect = self.dialect
+        if not isinstance(dialect, EmbeddingDialect):
+            raise self._redact(
+                provider_error(
+                    ErrorKind.BAD_REQUEST,
+                    f"provider {self.provider_id!r} ({dialect.name}) has no embeddings API",
+                )
+            )
+        path, query = dialect.embedding_endpoint(model_name, len(request.texts))
+        base = self._base
+        url = base.copy_with(path=base.path.rstrip("/") + path)
+        if query:
+            url = url.copy_merge_params(dict(query))
+        return dialect, url, _encode(dialect.build_embedding_payload(request, model_name))
+
+    def _embedding_reply(
+        self,
+        dialect: EmbeddingDialect,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        request: EmbeddingRequest,
+    ) -> EmbeddingReply:
+        if status >= 400:
+            raise self._error(status, headers, body)
+        try:
+            parsed = dialect.parse_embeddings(body, request)
+        except ProviderError as err:
+            raise self._redact(err) from None
+        return EmbeddingReply(parsed, self.dialect.rate_limits(headers))
 
     # --- streaming ------------------------------------------------------------------
     # Until the headers are in (and an error reply's body), the first-token deadline (capped
@@ -499,33 +566,33 @@ class HTTPProvider:
     async def astream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> AsyncProviderStream:
-        httpx_request = self._request(model_name, request, timeouts, True)
+        content = _encode(self.dialect.build_payload(request, model_name, stream=True))
         lease = self._async_shards().lease()
-        deadline = Deadline(budget=min(timeouts.first_token, timeouts.total))
-        token = IO_DEADLINE.set(deadline)
+        exchange: Any = None
         try:
-            resp = await lease.transport.handle_async_request(httpx_request)
-            if resp.status_code >= 400:
-                try:
-                    body = await self._aread(resp)
-                finally:
-                    await resp.aclose()
-                raise self._error(resp.status_code, resp.headers, body)
-        except httpx.HTTPError as exc:
+            exchange = await lease.transport.send(self._url(model_name, True), content, timeouts)
+            sent = time.monotonic()
+            loop = asyncio.get_running_loop()
+            with ReadDeadline(loop, loop.time() + min(timeouts.first_token, timeouts.total)):
+                await exchange.receive_head()
+                if exchange.status_code >= 400:
+                    body = await self._aread(exchange)
+                    raise self._error(exchange.status_code, exchange.headers, body)
+        except BaseException as exc:
+            if exchange is not None:
+                await exchange.aclose()
             lease.release()
-            raise self._redact(_deadline_error(exc, timeouts, deadline, True)) from None
-        except BaseException:
-            lease.release()
+            if isinstance(exc, TimeoutError):
+                raise self._redact(StreamTimer.opening_expired(timeouts)) from None
+            if isinstance(exc, ProviderError):
+                raise self._redact(exc) from None
             raise
-        finally:
-            IO_DEADLINE.reset(token)
-        httpx_request.extensions["timeout"]["read"] = timeouts.total
-        timer = StreamTimer(timeouts, deadline.sent)
-        parser, rate_limits = self._parsing(request, resp)
-        return AsyncStream(resp, timer, lease, self._limits, self._redact, parser, rate_limits)
+        timer = StreamTimer(timeouts, sent)
+        parser, rate_limits = self._parsing(request, exchange)
+        return AsyncStream(exchange, timer, lease, self._limits, self._redact, parser, rate_limits)
 
     def _parsing(
-        self, request: CompletionRequest, resp: httpx.Response
+        self, request: CompletionRequest, resp: Any
     ) -> tuple[StreamParser, RateLimitInfo | None]:
         """What a stream needs of the dialect: its event parser, and the rate limits."""
         return self.dialect.stream_parser(request), self.dialect.rate_limits(resp.headers)

@@ -22,9 +22,12 @@ a hostile server can stretch time (a loopback or kept-alive connect is immediate
 fits the socket buffer), while under a congested event loop a capped connect or send would
 fail requests the provider never saw, and blame it.
 
-The async backend also remembers the asyncio transports of the connections it opened
+The async backend serves the one provider kind whose async calls still go through httpx,
+those behind a SOCKS proxy (:mod:`._h1socks`; every other async call goes over
+:mod:`._h1pool`, whose reads the caller's :class:`ReadDeadline` bounds). It also remembers
+the asyncio transports of the connections it opened
 (:meth:`_AsyncBackend.drop_connections`): the pools of an event loop that was closed
-without closing them can then still release their sockets.
+without closing them can then still release their sockets, as :func:`close_now` does.
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ from typing import Any
 
 import httpcore
 
-__all__ = ["IO_DEADLINE", "LAST_LOOK", "Deadline", "ReadDeadline", "install", "network_backend"]
+__all__ = [
+    "IO_DEADLINE",
+    "LAST_LOOK",
+    "Deadline",
+    "ReadDeadline",
+    "close_now",
+    "install",
+    "network_backend",
+]
 
 
 class Deadline:
@@ -180,7 +191,7 @@ def _asyncio_transport(stream: Any) -> asyncio.Transport | None:
     return transport if isinstance(transport, asyncio.Transport) else None
 
 
-def _close_now(transport: asyncio.Transport, loop_closed: bool) -> None:
+def close_now(transport: asyncio.Transport, loop_closed: bool) -> None:
     """Close the socket of a transport whose event loop is closed, or not running.
 
     What ``abort()`` does, with the step it leaves to the loop's next turn (closing the
@@ -235,7 +246,7 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
         now = closed or not loop.is_running()
         for transport in list(self._transports):
             if now:
-                _close_now(transport, closed)
+                close_now(transport, closed)
             elif not transport.is_closing():
                 transport.abort()
 

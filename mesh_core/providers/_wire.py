@@ -19,7 +19,20 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._errors import ErrorKind, ProviderError, provider_error
-from .._types import CompletionChunk, CompletionRequest, ToolCall, ToolCallDelta, Usage
+from .._types import (
+    CompletionChunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from ._embeddings import (
+    MAX_BATCH_OPENAI,
+    ParsedEmbeddings,
+    openai_embedding_payload,
+    parse_openai_embeddings,
+)
 from ._http_errors import kind_for_status, proxy_auth_error
 from ._reply import (
     MAX_TOKENS,
@@ -334,3 +347,15 @@ class OpenAIDialect:
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return parse_rate_limits(headers)
+
+    # --- embeddings (``POST {base_url}/embeddings``; see :mod:`._embeddings`) ----------
+    max_embedding_batch = MAX_BATCH_OPENAI
+
+    def embedding_endpoint(self, model_name: str, count: int) -> tuple[str, Mapping[str, str]]:
+        return "/embeddings", {}
+
+    def build_embedding_payload(self, request: EmbeddingRequest, model_name: str) -> dict[str, Any]:
+        return openai_embedding_payload(request, model_name)
+
+    def parse_embeddings(self, body: bytes, request: EmbeddingRequest) -> ParsedEmbeddings:
+        return parse_openai_embeddings(body, request)

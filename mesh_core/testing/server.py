@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._anthropic_wire import AnthropicWire
 from ._dialect import Answer, ServerDialect, openai_error
+from ._embedding_wire import embedding_route, serve_embeddings
 from ._gemini_wire import GeminiWire
 from ._hostile import Trickle, bomb
 from ._openai_wire import AzureWire, OpenAIWire, words as _words
@@ -96,6 +97,8 @@ class FaultServer:
         self._queue: dict[str, deque[Behaviour]] = defaultdict(deque)
         self._limits: dict[str, _RateLimit] = {}
         self.requests: list[RecordedRequest] = []
+        self.embedding_dimensions: dict[str, int] = {}
+        """The dimension of each model's vectors when a request sets none (default 8)."""
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -366,6 +369,8 @@ class _Handler(BaseHTTPRequestHandler):
             model, method = unquote(gemini.group(1)), gemini.group(2)
             stream = method == "streamGenerateContent"
             self._completion(body, _GEMINI, model, query, stream)
+        elif (route := embedding_route(path)) is not None:
+            serve_embeddings(self, route, body, query, _WIRES[route.kind])
         else:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -404,13 +409,10 @@ class _Handler(BaseHTTPRequestHandler):
         rec = RecordedRequest(
             model, body, stream, time.time(), "ok", auth, sent, self.client_address[1], wire.name
         )
-        if owner.api_key is not None and wire.credential(sent) != owner.api_key:
-            rec.behaviour = "status:401"
-            owner._record(rec)
-            error = {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}
-            self._json(wire.error_status(401, error), wire.error_body(401, error))
+        admitted = self._admit(rec, wire, sent)
+        if admitted is None:
             return
-        behaviour, rl_headers = owner._next(model, wire)
+        behaviour, rl_headers = admitted
         messages = openai_body["messages"]
         last = messages[-1] if messages else {}
         if behaviour.reject_prefill and isinstance(last, dict) and last.get("role") == "assistant":
@@ -421,6 +423,39 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         headers = {**rl_headers, **behaviour.headers}
+        if self._fault(rec, wire, behaviour, headers):
+            return
+        answer = self._answer(model, openai_body, behaviour)
+        owner._record(rec)  # before replying: a fast client must find it counted
+        if stream:
+            self._stream(rec, wire, openai_body, behaviour, answer, headers)
+        elif not self._hostile_body(200, behaviour, headers):
+            self._json(200, wire.reply(answer), headers)
+
+    def _admit(
+        self, rec: RecordedRequest, wire: ServerDialect, sent: dict[str, str]
+    ) -> tuple[Behaviour, dict[str, str]] | None:
+        """The behaviour for ``rec`` and its rate-limit headers; None when the request was
+        refused for its credential (recorded and answered here)."""
+        owner = self.owner
+        if owner.api_key is not None and wire.credential(sent) != owner.api_key:
+            rec.behaviour = "status:401"
+            owner._record(rec)
+            error = {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}
+            self._json(wire.error_status(401, error), wire.error_body(401, error))
+            return None
+        return owner._next(rec.model, wire)
+
+    def _fault(
+        self,
+        rec: RecordedRequest,
+        wire: ServerDialect,
+        behaviour: Behaviour,
+        headers: dict[str, str],
+    ) -> bool:
+        """Apply the behaviour's delay and trickle; serve it when it is no answer (a status, a
+        reset, silence, interim responses), recorded. True when it was served here."""
+        owner = self.owner
         if behaviour.delay:
             owner._wait(behaviour.delay)
         self._behaviour = behaviour
@@ -436,18 +471,18 @@ class _Handler(BaseHTTPRequestHandler):
                 while not owner._stopping.is_set():
                     self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                     owner._wait(0.005)
-            return
+            return True
         if behaviour.kind == "reset":
             rec.behaviour = "reset"
             owner._record(rec)
             self._reset()
-            return
+            return True
         if behaviour.kind == "silent":
             rec.behaviour = "silent"
             owner._record(rec)
             owner._wait(_MAX_WAIT)
             self.close_connection = True
-            return
+            return True
         if behaviour.kind == "status":
             rec.behaviour = f"status:{behaviour.status}"
             owner._record(rec)
@@ -458,13 +493,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status = wire.error_status(behaviour.status, error)
                 payload = wire.error_body(behaviour.status, error, behaviour.retry_after)
                 self._json(status, payload, headers)
-            return
-        answer = self._answer(model, openai_body, behaviour)
-        owner._record(rec)  # before replying: a fast client must find it counted
-        if stream:
-            self._stream(rec, wire, openai_body, behaviour, answer, headers)
-        elif not self._hostile_body(200, behaviour, headers):
-            self._json(200, wire.reply(answer), headers)
+            return True
+        return False
 
     # --- answers -------------------------------------------------------------------------
     @staticmethod
@@ -591,6 +621,8 @@ _OPENAI = OpenAIWire()
 _AZURE = AzureWire()
 _ANTHROPIC = AnthropicWire()
 _GEMINI = GeminiWire()
+_WIRES: dict[str, ServerDialect] = {"openai": _OPENAI, "azure-openai": _AZURE, "gemini": _GEMINI}
+"""The wire whose error shapes each embedding route answers with."""
 _GEMINI_PATH = re.compile(
     r"^/v1(?:beta|alpha)?/models/([^/:]+):(generateContent|streamGenerateContent)$"
 )
