@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ __all__ = [
     "Timeouts",
     "can_embed",
     "embedder",
+    "encode_json",
     "sse_chunks",
     "total_expired",
 ]
@@ -139,6 +141,14 @@ class StreamTimer:
         is the first token's, or ``total`` when that is shorter)."""
         timer = StreamTimer(timeouts, 0.0)
         return timer.expired(timer.deadline(0.0))
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode_json(payload: dict[str, Any]) -> bytes:
+    """A request body: JSON the way httpx encodes ``json=`` (compact, UTF-8, no NaN)."""
+    return _JSON.encode(payload).encode()
 
 
 def total_expired(timeouts: Timeouts) -> ProviderTimeoutError:

@@ -27,9 +27,6 @@ line costs one attempt and fails over.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import re
 import threading
 import time
 import weakref
@@ -40,8 +37,8 @@ from typing import Any
 import httpx
 
 from .. import __version__
-from .._errors import ErrorKind, MalformedResponseError, ProviderError, provider_error
-from .._types import CompletionRequest, EmbeddingRequest
+from .._errors import MalformedResponseError, ProviderError
+from .._types import CompletionRequest
 from ._base import (
     AsyncProviderStream,
     Limits,
@@ -49,11 +46,19 @@ from ._base import (
     ProviderStream,
     StreamTimer,
     Timeouts,
+    encode_json,
     total_expired,
 )
+from ._credentials import (
+    basic_token as _basic,
+    reveal as _reveal,
+    secret_header_values,
+    shown_url as _shown_url,
+    url_credentials as _credentials,
+)
 from ._decoding import BodyDecoder, BodyReader
-from ._dialect import Dialect, EmbeddingDialect, StreamParser
-from ._embeddings import EmbeddingReply
+from ._dialect import Dialect, StreamParser
+from ._embedding_calls import EmbeddingCalls
 from ._pools import LoopPools, drop_closed_loops, no_tls, tls_context
 from ._reply import RateLimitInfo
 from ._shards import Shards
@@ -63,8 +68,6 @@ from ._watchdog import IO_DEADLINE, Deadline, ReadDeadline, install
 __all__ = ["HTTPProvider"]
 
 _USER_AGENT = f"modelmesh-lite/{__version__} python-httpx/{httpx.__version__}"
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|session|signature|password", re.I)
-"""Names of extra headers whose values are kept out of error messages."""
 
 
 def _deadline_error(
@@ -92,44 +95,7 @@ def _timeout_extension(timeouts: Timeouts, read: float) -> dict[str, float]:
     }
 
 
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _encode(payload: dict[str, Any]) -> bytes:
-    """JSON the way httpx encodes ``json=`` bodies (compact, UTF-8, no NaN)."""
-    return _JSON.encode(payload).encode()
-
-
-def _reveal(secret: Any) -> str | None:
-    """The plain value of a SecretStr (or a str); None when empty."""
-    value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
-    return str(value) if value else None
-
-
-def _basic(username: str, password: str) -> str:
-    """The token of ``Authorization: Basic`` (as httpx builds it, for proxies too)."""
-    return base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
-def _credentials(url: str | None) -> list[str]:
-    """What of a URL's userinfo must never be shown: the password (or a lone user name,
-    which is then a token) and the basic token made of them."""
-    if not url:
-        return []
-    parsed = httpx.URL(url)
-    if not parsed.userinfo:
-        return []
-    user, password = parsed.username, parsed.password
-    return [s for s in (password or user, _basic(user, password)) if s]
-
-
-def _shown_url(url: httpx.URL) -> str:
-    """A URL fit for a repr: no userinfo (already stripped), and no query values."""
-    shown = str(url.copy_with(query=None)).rstrip("/")
-    return shown + ("?***" if url.query else "")
-
-
-class HTTPProvider:
+class HTTPProvider(EmbeddingCalls):
     """A provider speaking ``dialect`` to ``base_url``.
 
     Credentials never leave the request headers: the API key (in the header the dialect
@@ -185,9 +151,7 @@ class HTTPProvider:
             self._headers["authorization"] = f"Basic {basic}"
         # Whatever could echo back into an error message, longest first.
         hidden = [self._secret, *_credentials(str(base_url)), *_credentials(self._proxy)]
-        hidden += [
-            v for k, v in (headers or {}).items() if _SECRET_HEADER.search(k) and len(v) >= 4
-        ]
+        hidden += secret_header_values(headers or {})
         self._hidden = sorted({s for s in hidden if s}, key=len, reverse=True)
         self._verify = verify_tls
         self._max_connections = max_connections
@@ -228,13 +192,15 @@ class HTTPProvider:
         key = (model_name, stream)
         url = self._urls.get(key)
         if url is None:
-            path, query = self.dialect.endpoint(model_name, stream=stream)
-            base = self._base
-            url = base.copy_with(path=base.path.rstrip("/") + path)
-            if query:
-                url = url.copy_merge_params(dict(query))
+            url = self._at(*self.dialect.endpoint(model_name, stream=stream))
             self._urls[key] = url
         return url
+
+    def _at(self, path: str, query: Mapping[str, str]) -> httpx.URL:
+        """The URL of ``path`` (appended to the base URL's) with ``query``."""
+        base = self._base
+        url = base.copy_with(path=base.path.rstrip("/") + path)
+        return url.copy_merge_params(dict(query)) if query else url
 
     # --- connection pools ------------------------------------------------------------
     def _transport_options(self) -> Callable[[int], dict[str, Any]]:
@@ -352,7 +318,7 @@ class HTTPProvider:
     def _request(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts, stream: bool
     ) -> httpx.Request:
-        content = _encode(self.dialect.build_payload(request, model_name, stream=stream))
+        content = encode_json(self.dialect.build_payload(request, model_name, stream=stream))
         read = timeouts.first_token if stream else timeouts.total
         return self._post(self._url(model_name, stream), content, timeouts, read)
 
@@ -406,14 +372,14 @@ class HTTPProvider:
     def complete(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
-        content = _encode(self.dialect.build_payload(request, model_name, stream=False))
+        content = encode_json(self.dialect.build_payload(request, model_name, stream=False))
         status, headers, body = self._exchange(self._url(model_name, False), content, timeouts)
         return self._reply(status, headers, body, request)
 
     async def acomplete(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
-        content = _encode(self.dialect.build_payload(request, model_name, stream=False))
+        content = encode_json(self.dialect.build_payload(request, model_name, stream=False))
         status, headers, body = await self._aexchange(
             self._url(model_name, False), content, timeouts
         )
@@ -470,64 +436,6 @@ class HTTPProvider:
             lease.release()
         return exchange.status_code, exchange.headers, body
 
-    # --- embeddings (non-streaming, through the same exchange) -------------------------
-    @property
-    def can_embed(self) -> bool:
-        """Whether the dialect has an embeddings API (Anthropic's has none)."""
-        return isinstance(self.dialect, EmbeddingDialect)
-
-    def embed(
-        self, model_name: str, request: EmbeddingRequest, timeouts: Timeouts
-    ) -> EmbeddingReply:
-        """One batch of ``request.texts`` embedded by ``model_name``."""
-        dialect, url, content = self._embedding_call(model_name, request)
-        status, headers, body = self._exchange(url, content, timeouts)
-        return self._embedding_reply(dialect, status, headers, body, request)
-
-    async def aembed(
-        self, model_name: str, request: EmbeddingRequest, timeouts: Timeouts
-    ) -> EmbeddingReply:
-        """:meth:`embed`, awaiting."""
-        dialect, url, content = self._embedding_call(model_name, request)
-        status, headers, body = await self._aexchange(url, content, timeouts)
-        return self._embedding_reply(dialect, status, headers, body, request)
-
-    def _embedding_call(
-        self, model_name: str, request: EmbeddingRequest
-    ) -> tuple[EmbeddingDialect, httpx.URL, bytes]:
-        """The dialect, URL and body of an embedding call (BadRequestError for a dialect with
-        no embeddings API: the mesh never routes one there, a direct caller learns why)."""
-        dialect = self.dialect
-        if not isinstance(dialect, EmbeddingDialect):
-            raise self._redact(
-                provider_error(
-                    ErrorKind.BAD_REQUEST,
-                    f"provider {self.provider_id!r} ({dialect.name}) has no embeddings API",
-                )
-            )
-        path, query = dialect.embedding_endpoint(model_name, len(request.texts))
-        base = self._base
-        url = base.copy_with(path=base.path.rstrip("/") + path)
-        if query:
-            url = url.copy_merge_params(dict(query))
-        return dialect, url, _encode(dialect.build_embedding_payload(request, model_name))
-
-    def _embedding_reply(
-        self,
-        dialect: EmbeddingDialect,
-        status: int,
-        headers: Mapping[str, str],
-        body: bytes,
-        request: EmbeddingRequest,
-    ) -> EmbeddingReply:
-        if status >= 400:
-            raise self._error(status, headers, body)
-        try:
-            parsed = dialect.parse_embeddings(body, request)
-        except ProviderError as err:
-            raise self._redact(err) from None
-        return EmbeddingReply(parsed, self.dialect.rate_limits(headers))
-
     # --- streaming ------------------------------------------------------------------
     # Until the headers are in (and an error reply's body), the first-token deadline (capped
     # by ``total``) is the I/O deadline; then the stream's own deadlines take over.
@@ -566,7 +474,7 @@ class HTTPProvider:
     async def astream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> AsyncProviderStream:
-        content = _encode(self.dialect.build_payload(request, model_name, stream=True))
+        content = encode_json(self.dialect.build_payload(request, model_name, stream=True))
         lease = self._async_shards().lease()
         exchange: Any = None
         try:
