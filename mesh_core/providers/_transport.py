@@ -67,7 +67,8 @@ from ._watchdog import IO_DEADLINE, Deadline, ReadDeadline, install
 
 __all__ = ["HTTPProvider"]
 
-_USER_AGENT = f"modelmesh-lite/{__version__} python-httpx/{httpx.__version__}"
+_USER_AGENT = f"modelmesh-lite/{__version__}"
+"""The same on both paths (sync calls go over httpx, async ones over :mod:`._h1pool`)."""
 
 
 def _deadline_error(
