@@ -31,7 +31,12 @@ from ._pool import CapabilityPool, Model
 from ._router import Router
 from ._spaces import EmbeddingSpec
 from ._types import CompletionRequest, EmbeddingRequest, EmbeddingResponse, Usage
-from .providers._embeddings import MAX_BATCH_OPENAI, EmbeddingReply
+from .providers._embeddings import (
+    MAX_BATCH_OPENAI,
+    EmbeddingReply,
+    ParsedEmbeddings,
+    check_vectors,
+)
 
 __all__ = ["EmbeddingTarget", "embedding_plan", "embedding_request"]
 
@@ -89,12 +94,22 @@ class EmbeddingTarget:
         self, model: Model, batch: EmbeddingRequest, value: object
     ) -> MalformedResponseError | None:
         """What is wrong with a reply to ``batch`` (None: nothing): not embeddings, not one
-        vector per text, or vectors not of the model's declared dimension."""
-        if not isinstance(value, EmbeddingReply):
+        vector per text, vectors that are not lists of finite numbers (what a dialect's parser
+        checks, checked again for providers of one's own), or not of the model's declared
+        dimension."""
+        embeddings = value.embeddings if isinstance(value, EmbeddingReply) else None
+        if not isinstance(embeddings, ParsedEmbeddings) or not isinstance(embeddings.vectors, list):
             return _malformed(f"{model.id}'s provider answered an embedding call with no vectors")
-        vectors = value.embeddings.vectors
+        vectors = embeddings.vectors
         if len(vectors) != len(batch.texts):
             return _malformed(f"{len(vectors)} embedding vectors for {len(batch.texts)} inputs")
+        try:  # a provider of one's own has not been through a dialect's parser
+            if not embeddings.checked:
+                check_vectors(vectors, len(batch.texts))
+        except MalformedResponseError as exc:
+            return _malformed(
+                f"from {model.id}: {exc.message.removeprefix('malformed provider reply: ')}"
+            )
         want = self.specs[model.id]
         for i, vector in enumerate(vectors):
             if len(vector) != want.dimensions:
@@ -112,6 +127,17 @@ def batch_limit(provider: object) -> int:
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
             return limit
     return MAX_BATCH_OPENAI
+
+
+def _usable(usage: object) -> Usage | None:
+    """A reported usage the statistics and budgets can take (a provider of one's own may
+    report anything): token counts that are non-negative integers, else None (estimated)."""
+    if not isinstance(usage, Usage):
+        return None
+    counts = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    if all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        return usage
+    return None
 
 
 def _malformed(why: str) -> MalformedResponseError:
@@ -151,7 +177,7 @@ def embedding_plan(
         reply = answer.reply
         assert isinstance(reply, EmbeddingReply)
         got = reply.embeddings.vectors
-        usage = reply.embeddings.usage or estimate_embedding_usage(
+        usage = _usable(reply.embeddings.usage) or estimate_embedding_usage(
             request.texts[target.offset : target.offset + len(got)]
         )
         usage, batch_cost = router.succeeded(

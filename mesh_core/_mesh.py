@@ -36,7 +36,7 @@ from ._metrics import attach_metrics
 from ._persistence import StateKeeper
 from ._pool import CapabilityPool, Model
 from ._router import PoolSettings, Router
-from ._spaces import embedding_specs
+from ._spaces import embedding_only, embedding_specs
 from ._state import ModelSnapshot
 from ._streaming import AsyncChunkStream, ChunkStream, StreamRecovery, StreamRelay
 from ._tracing import Tracing
@@ -129,6 +129,7 @@ class Mesh:
         }
         self._router.tracing = Tracing(config.observability.tracing)
         self._router.embeddings = embedding_specs(config)
+        self._router.embedding_only = embedding_only(config, tree)
         self._router.metrics = attach_metrics(self.events, config.observability.metrics)
         self._keeper.metrics = self._router.metrics
         self._keeper.restore()

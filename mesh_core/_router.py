@@ -106,6 +106,10 @@ class Router:
         """Models whose stream deadlines are learned (``timeouts.adaptive``; default on)."""
         self.embeddings: dict[str, EmbeddingSpec] = {}
         """The embedding space, dimension and batch size of each embedding model, by ID."""
+        self.embedding_only: frozenset[str] = frozenset()
+        """Models that only embed: ruled out of completions."""
+        self._embedders: dict[str, frozenset[str]] = {}
+        """Each pool's members that only embed, found at the pool's first completion."""
 
     # --- selection ------------------------------------------------------------
     def eligibility(
@@ -117,10 +121,19 @@ class Router:
         """
         pin = request.pinned_model
         smallest = pool.min_context_window
-        if pin is None and smallest is None and is_plain_text(request):
+        embedders = self._embedders.get(pool.name)
+        if embedders is None:
+            embedders = frozenset(m.id for m in pool.models if m.id in self.embedding_only)
+            self._embedders[pool.name] = embedders
+        if pin is None and smallest is None and not embedders and is_plain_text(request):
             return None  # the common case, decided without estimating tokens
         needs: RequestNeeds = needs_of(request)
-        if pin is None and not needs.special and (smallest is None or needs.tokens <= smallest):
+        if (
+            pin is None
+            and not embedders
+            and not needs.special
+            and (smallest is None or needs.tokens <= smallest)
+        ):
             return None  # decided without looking at every member
         members = pool.models
         if pin is not None and not any(m.id == pin for m in members):
@@ -131,6 +144,8 @@ class Router:
             )
 
         def unmet(model: Model) -> str | None:
+            if model.id in embedders:
+                return "an embedding model (it serves embed requests, not completions)"
             if pin is not None and model.id != pin:
                 return f"not the pinned model {pin!r}"
             return needs.unmet(model)

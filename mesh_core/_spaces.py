@@ -34,6 +34,7 @@ __all__ = [
     "EMBEDDINGS_NODE",
     "EmbeddingSpec",
     "check_embedding_config",
+    "embedding_only",
     "embedding_specs",
     "parse_space",
 ]
@@ -102,6 +103,23 @@ def is_embedding_model(model: ModelConfig, tree: CapabilityTree) -> bool:
         except KeyError:  # an unknown capability: reported on its own
             continue
     return False
+
+
+def embedding_only(config: MeshConfig, tree: CapabilityTree) -> frozenset[str]:
+    """The models that only embed (every capability at or below
+    ``representation.embeddings``): never sent a completion. A model that also declares a
+    generation capability serves both."""
+    node = tree.resolve(EMBEDDINGS_NODE)
+    only: set[str] = set()
+    for mid, model in config.models.items():
+        if model.embedding_space is None:
+            continue
+        try:
+            if all(tree.covers(node, tree.resolve(cap)) for cap in model.capabilities):
+                only.add(mid)
+        except KeyError:  # an unknown capability: reported on its own
+            continue
+    return frozenset(only)
 
 
 def embedding_specs(config: MeshConfig) -> dict[str, EmbeddingSpec]:

@@ -27,7 +27,7 @@ from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.messages.utils import convert_to_messages
 from langchain_core.runnables import Runnable
 
-from mesh_core._errors import ProviderError
+from mesh_core._errors import MalformedResponseError, ProviderError
 from mesh_core._types import CompletionChunk, CompletionRequest, ToolCall, ToolCallDelta, Usage
 from mesh_core.providers import ForeignProvider, ParsedResponse, Provider
 from mesh_core.providers._foreign_mesh import (
@@ -143,6 +143,21 @@ class LangChainAdapter:
         for chunk in reader.end():
             yield chunk
 
+    def sync_only(self, streaming: bool) -> bool:
+        """Whether the model has no async code of its own for this kind of call: then
+        LangChain would run its sync code on the event loop's default executor (a few
+        threads, shared with the whole loop), so the mesh calls the sync method on its own
+        workers instead (see :mod:`mesh_core.providers._foreign_threads`)."""
+        cls = type(self.model)
+        native_generate = cls._agenerate is not BaseChatModel._agenerate
+        if not streaming:
+            return not native_generate
+        if cls._astream is not BaseChatModel._astream:
+            return False
+        if cls._stream is not BaseChatModel._stream:
+            return True  # LangChain would read the sync stream on the executor
+        return not native_generate  # astream falls back to ainvoke
+
     def classify(self, exc: BaseException) -> ProviderError | None:
         """None: LangChain's typed errors and the SDKs' under them are all read by
         :func:`~mesh_core.providers.classify_foreign_error` (by name, status and body)."""
@@ -159,7 +174,7 @@ class LangChainAdapter:
 def parsed(message: BaseMessage) -> ParsedResponse:
     """A complete LangChain answer in the mesh's terms."""
     tool_calls = [
-        ToolCall(tc.get("id") or _call_id(), tc["name"], json.dumps(tc.get("args") or {}))
+        ToolCall(tc.get("id") or _call_id(), str(tc.get("name") or ""), _arguments(tc.get("args")))
         for tc in getattr(message, "tool_calls", None) or ()
     ]
     tool_calls += [  # kept as sent, so the caller sees them as invalid, not lost
@@ -177,6 +192,23 @@ def parsed(message: BaseMessage) -> ParsedResponse:
         usage=usage,
         created=int(time.time()),
     )
+
+
+def _arguments(args: object) -> str:
+    """A tool call's arguments as the JSON text OpenAI's shape holds; arguments that are not
+    JSON (an object a custom model put there) are a malformed answer, which fails over."""
+    if isinstance(args, str):
+        return args
+    try:
+        return json.dumps(args or {})
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise MalformedResponseError(
+            f"langchain: a tool call's arguments are not JSON ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def finish_reason(metadata: Mapping[str, Any]) -> str | None:
@@ -240,9 +272,9 @@ class _ChunkReader:
         deltas = [
             ToolCallDelta(
                 index=tc.get("index") if isinstance(tc.get("index"), int) else i,
-                id=tc.get("id"),
-                name=tc.get("name"),
-                arguments=tc.get("args"),
+                id=_text_or_none(tc.get("id")),
+                name=_text_or_none(tc.get("name")),
+                arguments=None if tc.get("args") is None else _arguments(tc.get("args")),
             )
             for i, tc in enumerate(getattr(message, "tool_call_chunks", None) or ())
         ]

@@ -17,9 +17,6 @@ from .errors import langchain_errors
 
 __all__ = ["MeshEmbeddings"]
 
-"""Guards every instance's pinned space (held for a comparison, never across a call; a
-lock per instance could not be pickled with it)."""
-
 
 def _texts(texts: list[str]) -> list[str]:
     """The documents as a list; a lone string would otherwise be embedded letter by letter."""

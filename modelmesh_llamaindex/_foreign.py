@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPUTS
+from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM
 
@@ -37,6 +38,11 @@ def _raised_in_integration(exc: BaseException) -> bool:
         tb = tb.tb_next
     module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
     return str(module).startswith("llama_index.llms.")
+
+
+def _defined_by(cls: type, name: str) -> type | None:
+    """The class of ``cls``'s MRO that defines ``name``."""
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
 
 
 # --- the adapter ------------------------------------------------------------------------------
@@ -83,6 +89,15 @@ class LlamaIndexAdapter:
             if (chunk := state.feed(resp)) is not None:
                 yield chunk
         yield state.end()
+
+    def sync_only(self, streaming: bool) -> bool:
+        """Whether the LLM has no async code of its own for this kind of call: a
+        ``CustomLLM`` whose async methods are still LlamaIndex's, which call the sync ones on
+        the event loop (blocking it, out of reach of any deadline). The mesh then calls the
+        sync method on its own workers instead (:mod:`mesh_core.providers._foreign_threads`)."""
+        names = ("astream_chat", "astream_complete") if streaming else ("achat", "acomplete")
+        cls = type(self.llm)
+        return all(_defined_by(cls, name) is CustomLLM for name in names)
 
     def classify(self, exc: BaseException) -> ProviderError | None:
         """What only LlamaIndex knows; the rest (SDK errors, the HTTP statuses under them,

@@ -32,7 +32,7 @@ from llama_index.core.llms.llm import LLM
 from llama_index.core.tools.types import BaseTool, ToolMetadata, ToolOutput
 from pydantic import BaseModel
 
-from mesh_core._errors import BadRequestError
+from mesh_core._errors import BadRequestError, MalformedResponseError
 from mesh_core._types import CompletionChunk, CompletionRequest, ToolCall, ToolCallDelta, Usage
 from mesh_core.providers._reply import ParsedResponse, usage_of
 
@@ -297,9 +297,20 @@ def _tool_calls(llm: LLM, resp: ChatResponse) -> list[ToolCall]:
         return []
     found = llm.get_tool_calls_from_response(resp, error_on_no_tool_call=False)
     return [
-        ToolCall(s.tool_id or f"call_{i}", s.tool_name, json.dumps(s.tool_kwargs))
+        ToolCall(s.tool_id or f"call_{i}", s.tool_name, _arguments(s.tool_kwargs))
         for i, s in enumerate(found)
     ]
+
+
+def _arguments(kwargs: Any) -> str:
+    """A tool call's arguments as JSON text; arguments that are not JSON (an object a
+    custom LLM put there) are a malformed answer, which fails over."""
+    try:
+        return json.dumps(kwargs)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise MalformedResponseError(
+            f"llamaindex: a tool call's arguments are not JSON ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _finish(reported: str | None, calls: list[ToolCall]) -> str:

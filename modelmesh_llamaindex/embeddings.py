@@ -18,9 +18,6 @@ __all__ = ["MeshEmbedding"]
 
 _log = logging.getLogger("modelmesh")
 
-"""Guards every instance's pinned space (held for a comparison, never across a call; a
-lock per instance could not be pickled with it)."""
-
 
 class MeshEmbedding(PortableAdapter, BaseEmbedding):
     """A LlamaIndex embedding model that routes every call through a ModelMesh pool.

@@ -56,6 +56,9 @@ class ParsedEmbeddings:
     usage: Usage | None
     """As reported; None when the provider reports none (Gemini) or an unusable one."""
     provider_model: str | None = None
+    checked: bool = False
+    """Set by the mesh's own parsers (:func:`check_vectors` passed): the router checks the
+    vectors of a provider of one's own, which leaves it False, before it uses them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,16 +69,23 @@ class EmbeddingReply:
     rate_limits: RateLimitInfo | None = None
 
 
-def check_vectors(vectors: Sequence[Any], expected: int) -> list[list[float]]:
+def check_vectors(
+    vectors: Sequence[Any], expected: int, dimensions: int | None = None, space: str | None = None
+) -> list[list[float]]:
     """``vectors`` as lists of floats, or MalformedResponseError: ``expected`` of them, each a
-    non-empty list of finite numbers (booleans are not numbers here), all of one length."""
+    non-empty list of finite numbers (booleans are not numbers here), all of one length
+    (``dimensions`` when given, of embedding space ``space``: checked first, so an absurdly
+    long vector costs no more)."""
     if len(vectors) != expected:
         raise malformed(f"{len(vectors)} embedding vectors for {expected} inputs")
     out: list[list[float]] = []
-    size: int | None = None
+    size: int | None = dimensions
     for i, vector in enumerate(vectors):
         if not isinstance(vector, list) or not vector:
             raise malformed(f"embedding {i} is not a non-empty list of numbers")
+        if dimensions is not None and len(vector) != dimensions:
+            of = f"its embedding space {space!r} has" if space else "not"
+            raise malformed(f"embedding {i} has {len(vector)} dimensions; {of} {dimensions}")
         kinds = set(map(type, vector))
         if not kinds <= _NUMBERS:
             raise malformed(f"embedding {i} holds a value that is not a number")
@@ -87,6 +97,15 @@ def check_vectors(vectors: Sequence[Any], expected: int) -> list[list[float]]:
             raise malformed(f"embedding {i} has {len(vector)} dimensions, embedding 0 {size}")
         out.append(vector if int not in kinds else [float(x) for x in vector])
     return out
+
+
+def _dimensions(request: EmbeddingRequest) -> int | None:
+    """The dimension every vector of ``request`` must have: of its space (``name@N``), else
+    the one asked for (None: not known here; the router checks it against the model's)."""
+    _, at, tail = (request.space or "").rpartition("@")
+    if at and tail.isdigit():
+        return int(tail)
+    return request.dimensions
 
 
 def _finite(total: float) -> bool:
@@ -115,10 +134,13 @@ def openai_embedding_payload(request: EmbeddingRequest, model_name: str) -> dict
 
 def parse_openai_embeddings(body: bytes, request: EmbeddingRequest) -> ParsedEmbeddings:
     """An OpenAI embeddings reply, or MalformedResponseError (and nothing else)."""
-    return guarded(lambda d: _openai(d, len(request.texts)), load_json(body, "body"), "body")
+    expected, dims = len(request.texts), _dimensions(request)
+    return guarded(
+        lambda d: _openai(d, expected, dims, request.space), load_json(body, "body"), "body"
+    )
 
 
-def _openai(data: Any, expected: int) -> ParsedEmbeddings:
+def _openai(data: Any, expected: int, dims: int | None, space: str | None) -> ParsedEmbeddings:
     if not isinstance(data, Mapping):
         raise malformed("body is not a JSON object")
     items = data.get("data")
@@ -143,11 +165,12 @@ def _openai(data: Any, expected: int) -> ParsedEmbeddings:
     usage = data.get("usage")
     model = data.get("model")
     return ParsedEmbeddings(
-        check_vectors(vectors, expected),
+        check_vectors(vectors, expected, dims, space),
         usage_of(usage.get("prompt_tokens"), 0, usage.get("total_tokens"))
         if isinstance(usage, Mapping)
         else None,
         model if isinstance(model, str) else None,
+        checked=True,
     )
 
 
@@ -181,8 +204,10 @@ def gemini_embedding_payload(request: EmbeddingRequest, model_name: str) -> dict
 
 def parse_gemini_embeddings(body: bytes, request: EmbeddingRequest) -> ParsedEmbeddings:
     """A Gemini ``embedContent``/``batchEmbedContents`` reply, or MalformedResponseError."""
-    expected = len(request.texts)
-    return guarded(lambda d: _gemini(d, expected), load_json(body, "body"), "body")
+    expected, dims = len(request.texts), _dimensions(request)
+    return guarded(
+        lambda d: _gemini(d, expected, dims, request.space), load_json(body, "body"), "body"
+    )
 
 
 def _values(item: Any, where: str) -> Any:
@@ -191,7 +216,7 @@ def _values(item: Any, where: str) -> Any:
     return item["values"]
 
 
-def _gemini(data: Any, expected: int) -> ParsedEmbeddings:
+def _gemini(data: Any, expected: int, dims: int | None, space: str | None) -> ParsedEmbeddings:
     if not isinstance(data, Mapping):
         raise malformed("body is not a JSON object")
     if expected == 1 and "embeddings" not in data:
@@ -207,4 +232,4 @@ def _gemini(data: Any, expected: int) -> ParsedEmbeddings:
         if isinstance(meta, Mapping)
         else None
     )
-    return ParsedEmbeddings(check_vectors(vectors, expected), usage)
+    return ParsedEmbeddings(check_vectors(vectors, expected, dims, space), usage, checked=True)

@@ -21,11 +21,17 @@ Timeouts. Async calls run under ``asyncio`` timeouts (``total`` around a call; a
 cancel the foreign call. A blocking call cannot be interrupted from outside, so a sync
 call (or a stream's reads) runs on a daemon worker thread (reused from call to call, with
 the caller's context variables, so LangChain callbacks and tracing still see their parent
-run) while the caller waits on it with the same deadlines. Past one, the caller gets a
+run) while the caller waits on it with the same deadlines
+(:mod:`._foreign_threads`). Past one, the caller gets a
 :class:`~mesh_core._errors.ProviderTimeoutError` and fails over at once; the worker is
 abandoned: it finishes (or hits the foreign client's own timeout) in the background, and
 what it returns is dropped. A stream's worker stops reading at its next chunk after the
-stream is closed.
+stream is closed. At most :attr:`ForeignProvider.max_abandoned` abandoned calls of one
+provider may still be running: past that, its calls fail at once with a timeout error
+until one ends, so a model that never returns holds a bounded number of threads. A model
+with no async code of its own (the adapter's ``sync_only``) is called the same way on the
+async path, its worker awaited: its framework would otherwise run it on the event loop's
+small default executor (or on the loop itself), where a few hung calls stall the rest.
 
 A foreign stream that ends without raising is complete: when the adapter yields no finish
 reason, the provider adds one (``tool_calls`` when tool-call fragments came, else
@@ -36,15 +42,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import queue
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any, NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
-from .._errors import ProviderError
+from .._errors import ProviderError, ProviderTimeoutError
 from .._types import CompletionChunk, CompletionRequest
+from . import _foreign_threads as threads
 from ._base import (
     AsyncProviderStream,
     ProviderReply,
@@ -53,13 +58,13 @@ from ._base import (
     Timeouts,
     total_expired,
 )
-from ._foreign_errors import classify_foreign_error, scrub, stale_event_loop
+from ._foreign_errors import classify_foreign_error, scrub, shows_secret, stale_event_loop
 from ._foreign_mesh import foreign_mesh_config, mesh_from_models
 from ._reply import ParsedResponse
 
 __all__ = ["ForeignAdapter", "ForeignProvider", "foreign_mesh_config", "mesh_from_models"]
 
-T = TypeVar("T")
+_MAX_MESSAGE = 2000
 
 
 @runtime_checkable
@@ -69,7 +74,9 @@ class ForeignAdapter(Protocol):
     ``model_name`` is the mesh model's ``name`` (the part of its ID after the first dot,
     unless configured); a foreign model, which knows its own model, may ignore it.
     Exceptions are raised as the framework raises them: :class:`ForeignProvider`
-    classifies them.
+    classifies them. An adapter may also have ``sync_only(streaming: bool) -> bool``: True
+    when the model has no async code of its own for that kind of call, so the provider runs
+    the sync one on its own worker threads instead of the async one.
     """
 
     name: str
@@ -113,6 +120,7 @@ class ForeignProvider:
         self.provider_id = provider_id
         self.adapter = adapter
         self._secrets = tuple(s for s in secrets if s)
+        self._stuck = threads.Stuck(self.max_abandoned)
 
     def __repr__(self) -> str:
         return f"ForeignProvider({self.provider_id!r}, {self.adapter.name})"
@@ -121,6 +129,12 @@ class ForeignProvider:
     def error(self, exc: BaseException) -> ProviderError:
         """``exc`` as a classified mesh error of this provider, with no secret in it."""
         err: ProviderError | None = exc if isinstance(exc, ProviderError) else None
+        if isinstance(exc, threads.Saturated):
+            err = ProviderTimeoutError(
+                f"{self.provider_id}: {exc.running} earlier calls are still running past their "
+                "deadline on worker threads (the model's client has no timeout, or a longer "
+                "one): no new call starts until one of them ends"
+            )
         if err is None:
             try:
                 err = self.adapter.classify(exc)
@@ -130,15 +144,26 @@ class ForeignProvider:
             err = classify_foreign_error(exc, provider_id=self.provider_id, secrets=self._secrets)
         err.provider_id = self.provider_id
         err.message = scrub(err.message, self._secrets)
+        if len(err.message) > _MAX_MESSAGE:  # an adapter's own message may quote anything
+            err.message = f"{err.message[:_MAX_MESSAGE]}... (cut)"
         err.args = (err.message,)
         return err
 
     def fail(self, exc: BaseException) -> NoReturn:
         """Raise the error for ``exc``: an unclassified one keeps its cause (it may be a bug
-        in the caller's code, whose traceback matters); SDK errors do not (they may carry
-        request bodies and headers)."""
+        in the caller's code, whose traceback matters) unless a secret shows anywhere in it;
+        SDK errors do not (they may carry request bodies and headers). What is not an
+        ``Exception`` (KeyboardInterrupt, SystemExit, GeneratorExit) is not the model's
+        failure: it is raised as it is."""
+        if not isinstance(exc, Exception):
+            raise exc
         err = self.error(exc)
-        raise err from (exc if err.details.get("unclassified") else None)
+        keep = err.details.get("unclassified") and not shows_secret(exc, self._secrets)
+        raise err from (exc if keep else None)
+
+    max_abandoned = 8
+    """Calls abandoned at their deadline that may still be running at once (each holds a
+    worker thread) before the provider refuses new ones with a timeout error."""
 
     def _expired(self, err: ProviderError) -> ProviderError:
         err.provider_id = self.provider_id
@@ -149,8 +174,10 @@ class ForeignProvider:
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> ProviderReply:
         try:
-            response = _in_worker(lambda: self.adapter.invoke(model_name, request), timeouts.total)
-        except _Expired:
+            response = threads.run(
+                lambda: self.adapter.invoke(model_name, request), timeouts.total, self._stuck
+            )
+        except threads.Expired:
             raise self._expired(total_expired(timeouts)) from None
         except Exception as exc:
             self.fail(exc)
@@ -162,11 +189,11 @@ class ForeignProvider:
         try:
             async with asyncio.timeout(timeouts.total) as deadline:
                 try:
-                    response = await self.adapter.ainvoke(model_name, request)
+                    response = await self._ainvoke(model_name, request)
                 except Exception as exc:
                     if not stale_event_loop(exc):
                         raise
-                    response = await self.adapter.ainvoke(model_name, request)  # once
+                    response = await self._ainvoke(model_name, request)  # once
         except TimeoutError as exc:
             if deadline.expired():
                 raise self._expired(total_expired(timeouts)) from None
@@ -184,7 +211,26 @@ class ForeignProvider:
     async def astream(
         self, model_name: str, request: CompletionRequest, timeouts: Timeouts
     ) -> AsyncProviderStream:
+        if self._sync_only(streaming=True):
+            return _TaskStream(
+                self,
+                lambda: threads.athread_chunks(
+                    lambda: self.adapter.stream(model_name, request), self._stuck
+                ),
+                timeouts,
+            )
         return _TaskStream(self, lambda: self.adapter.astream(model_name, request), timeouts)
+
+    def _sync_only(self, *, streaming: bool) -> bool:
+        """Whether the model has no async code of its own (its framework would run the sync
+        code on the event loop's default executor, or on the loop itself)."""
+        sync_only = getattr(self.adapter, "sync_only", None)
+        return bool(sync_only(streaming)) if callable(sync_only) else False
+
+    async def _ainvoke(self, model_name: str, request: CompletionRequest) -> ParsedResponse:
+        if self._sync_only(streaming=False):
+            return await threads.arun(lambda: self.adapter.invoke(model_name, request), self._stuck)
+        return await self.adapter.ainvoke(model_name, request)
 
     def close(self) -> None:
         self.adapter.close()
@@ -219,82 +265,9 @@ class _Ending:
 # --- sync: the call on a worker thread, the caller waiting with deadlines --------------
 
 
-class _Expired(Exception):
-    """The worker did not answer in time (the caller builds the timeout error)."""
-
-
-_ITEM, _END, _ERROR = 0, 1, 2
-
-
-class _Workers:
-    """Daemon threads reused from call to call (starting a thread costs ~50 µs a call).
-
-    A job goes to an idle worker, or to a new one when none is idle: an abandoned call keeps
-    its worker busy but never holds up another call. A worker idle for ``IDLE`` seconds
-    ends, so the threads follow the load (none is left once calls stop).
-    """
-
-    IDLE = 30.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            jobs = self._idle.pop() if self._idle else None
-        if jobs is None:
-            jobs = queue.SimpleQueue()
-            threading.Thread(
-                target=self._work, args=(jobs,), name="mesh-foreign-worker", daemon=True
-            ).start()
-        jobs.put(job)
-
-    def _work(self, jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
-        while True:
-            try:
-                job = jobs.get(timeout=self.IDLE)
-            except queue.Empty:
-                with self._lock:
-                    if jobs in self._idle:  # else a job was just handed to this worker
-                        self._idle.remove(jobs)
-                        return
-                continue
-            with contextlib.suppress(Exception):  # jobs deliver their own outcome: a net
-                job()
-            del job
-            with self._lock:
-                self._idle.append(jobs)
-
-
-_WORKERS = _Workers()
-
-
-def _in_worker(fn: Callable[[], T], seconds: float) -> T:
-    """``fn()`` on a worker thread (with the caller's context variables), waited on for at
-    most ``seconds``; raises what it raised, or :class:`_Expired` (it is then abandoned)."""
-    box: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-    context = contextvars.copy_context()
-
-    def run() -> None:
-        try:
-            box.put((_ITEM, context.run(fn)))
-        except BaseException as exc:  # delivered to the caller, who raises it
-            box.put((_ERROR, exc))
-
-    _WORKERS.submit(run)
-    try:
-        tag, value = box.get(timeout=max(seconds, 0.0))
-    except queue.Empty:
-        raise _Expired from None
-    if tag == _ERROR:
-        raise value
-    return value  # type: ignore[no-any-return]
-
-
 class _WorkerStream(ProviderStream):
-    """A foreign iterator read by a worker thread into a queue, which the consumer reads
-    with the stream's deadlines (first token, stall, total)."""
+    """A foreign iterator read by a worker thread into a queue (a :class:`~._foreign_threads.Pump`),
+    which the consumer reads with the stream's deadlines (first token, stall, total)."""
 
     def __init__(
         self,
@@ -306,31 +279,20 @@ class _WorkerStream(ProviderStream):
         self._timer = StreamTimer(timeouts)
         self._ending = _Ending()
         self._queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-        self._stop = threading.Event()
         self._over = False
-        context = contextvars.copy_context()
-        _WORKERS.submit(lambda: context.run(self._pump, open_stream))
-
-    def _pump(self, open_stream: Callable[[], Iterator[CompletionChunk]]) -> None:
-        chunks: Iterator[CompletionChunk] | None = None
+        self._pump: threads.Pump | None = None
+        self._refused: threads.Saturated | None = None
         try:
-            chunks = iter(open_stream())
-            for chunk in chunks:
-                if self._stop.is_set():
-                    return
-                self._queue.put((_ITEM, chunk))
-            self._queue.put((_END, None))
-        except BaseException as exc:
-            self._queue.put((_ERROR, exc))
-        finally:
-            close = getattr(chunks, "close", None)
-            if callable(close):
-                with contextlib.suppress(Exception):  # the stream is over for us either way
-                    close()
+            self._pump = threads.Pump(open_stream, self._queue.put, provider._stuck)
+        except threads.Saturated as exc:  # raised by the first read, as a stream's errors are
+            self._refused = exc
 
     def __next__(self) -> CompletionChunk:
         if self._over:
             raise StopIteration
+        if self._refused is not None:
+            self._over = True
+            self._provider.fail(self._refused)
         now = time.monotonic()
         at = self._timer.deadline(now)
         try:
@@ -338,11 +300,11 @@ class _WorkerStream(ProviderStream):
         except queue.Empty:
             self.close()
             raise self._provider._expired(self._timer.expired(at)) from None
-        if tag == _ITEM:
+        if tag == threads.ITEM:
             self._timer.saw(value)
             self._ending.saw(value)
             return value  # type: ignore[no-any-return]
-        if tag == _ERROR:
+        if tag == threads.ERROR:
             self.close()
             self._provider.fail(value)
         self.done = True
@@ -354,7 +316,8 @@ class _WorkerStream(ProviderStream):
 
     def close(self) -> None:
         self._over = True
-        self._stop.set()
+        if self._pump is not None:
+            self._pump.stop()
 
 
 # --- async: asyncio timeouts around each step, cancelling the foreign call -----------------

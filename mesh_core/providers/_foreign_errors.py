@@ -32,19 +32,27 @@ replaced by ``***``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from .._errors import ErrorKind, ProviderError, provider_error
 from .._redact import redact_text
 from ._http_errors import CONTEXT, POLICY, QUOTA, kind_for_status
 from ._reply import parse_retry_after
 
-__all__ = ["UNCLASSIFIED", "classify_foreign_error", "scrub", "stale_event_loop"]
+__all__ = [
+    "UNCLASSIFIED",
+    "classify_foreign_error",
+    "scrub",
+    "shows_secret",
+    "stale_event_loop",
+]
 
 UNCLASSIFIED = ErrorKind.SERVER_ERROR
 """The kind of an exception none of the rules recognise (see the module docstring)."""
@@ -188,7 +196,13 @@ _NAMES: tuple[tuple[frozenset[str], ErrorKind], ...] = (
 _SECRETISH = re.compile(
     r"(?i)\b(?:sk-[a-z0-9_\-]{8,}|AIza[0-9a-z_\-]{20,}|AKIA[0-9A-Z]{12,}|ASIA[0-9A-Z]{12,})"
     r"|(?<=bearer )[a-z0-9._~+/\-]{8,}=*"
-    r"|(?<=[?&]key=)[^&\s'\"]+"
+    r"|(?<=basic )[a-z0-9+/]{8,}=*"
+    r"|(?:(?<=[?&]key=)|(?<=[?&]api-key=)|(?<=[?&]api_key=)|(?<=[?&]access_token=))[^&\s'\"]+"
+)
+# ``api_key='...'``, ``"x-api-key": "..."``, ``password=...``: the value after a secret's name.
+_ASSIGNED = re.compile(
+    r"(?i)\b((?:x-)?api[-_]?key|access[-_]?token|secret[-_]?(?:access[-_]?)?key|client[-_]?secret"
+    r"|password)(['\"]?\s*[:=]\s*(?:SecretStr\()?['\"]?)([^\s'\",;&)}]{4,})"
 )
 
 
@@ -205,8 +219,21 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     shaped like an API key or a bearer token replaced by ``***``."""
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _SECRETISH.sub("***", redact_text(text))
+            for form in _forms(secret):
+                text = text.replace(form, "***")
+    text = _SECRETISH.sub("***", redact_text(text))
+    return _ASSIGNED.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+
+
+def _forms(secret: str) -> set[str]:
+    """``secret`` as it may be echoed: as is, URL-encoded, JSON- or repr-escaped, and base64
+    (alone, or as HTTP basic auth's ``user:secret``, whose tail it is)."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+    forms.add(repr(secret)[1:-1])
+    encoded = base64.b64encode(secret.encode()).decode().rstrip("=")
+    if len(encoded) >= 8:
+        forms.add(encoded)
+    return {f for f in forms if len(f) >= 4}
 
 
 def classify_foreign_error(
@@ -242,6 +269,16 @@ def classify_foreign_error(
         retry_after=verdict.retry_after,
         details=details,
     )
+
+
+def shows_secret(exc: BaseException, secrets: Iterable[str] = ()) -> bool:
+    """Whether ``exc`` or what it was raised from says something :func:`scrub` would hide
+    (then its traceback must not be shown: the exception is not kept as a cause)."""
+    for link in _chain(exc):
+        text = _text(link)
+        if scrub(text, secrets) != text:
+            return True
+    return False
 
 
 def stale_event_loop(exc: BaseException) -> bool:
