@@ -9,15 +9,16 @@ BENCHMARKS.md ("Async HTTP stack") for what that buys against httpcore and aioht
 
 Only what the transport needs is here: one request at a time per connection, a reply
 framed by ``content-length``, chunked or by the connection's end, interim ``1xx`` replies
-skipped, a bounded head, body bytes handed over raw (the caller decodes and caps them:
-:mod:`._decoding`), reading paused while a slow consumer has too much buffered, and
-every failure a classified :class:`~mesh_core._errors.ProviderError`.
+skipped, a bounded head (and trailers), body bytes handed over raw (the caller decodes and
+caps them: :mod:`._decoding`), reading paused while a slow consumer has too much buffered,
+and every failure a classified :class:`~mesh_core._errors.ProviderError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -95,9 +96,12 @@ class Connection(asyncio.Protocol):
         self.head_done = False
         self.complete = False
         self._keep = True
+        self._unsent = False  # the request's end still waits to go out: never reused
         self._body: deque[bytes] = deque()
         self._buffered = 0
         self._head_bytes = 0
+        self._received = 0  # body bytes parsed (to tell framing bytes from the body's)
+        self._framing = 0  # bytes of the reads since the head that brought no body byte
 
     # --- the pool's view ----------------------------------------------------------------
     def is_idle(self) -> bool:
@@ -106,9 +110,30 @@ class Connection(asyncio.Protocol):
     def is_closed(self) -> bool:
         return self.closed
 
+    def stale(self) -> bool:
+        """Whether an idle connection's socket has something to read: the server's close
+        (or bytes nobody asked for), there before the event loop has seen it. A request
+        sent into it would be lost to a close that came first (httpcore checks the same
+        before reusing a connection); a poll costs about a microsecond."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):  # closed meanwhile
+            return True
+
     def reusable(self) -> bool:
         """Whether the last reply was read whole on a connection the server keeps open."""
-        return not self.closed and self._error is None and self.complete and self._keep
+        return (
+            not self.closed
+            and self._error is None
+            and self.complete
+            and self._keep
+            and not self._unsent
+        )
 
     def begin(self) -> None:
         """Ready for a new exchange (a fresh connection, or a kept-alive one)."""
@@ -121,10 +146,14 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def abort(self) -> None:
-        """Close at once (no TLS close_notify: the replies are self-delimiting)."""
+        """Close at once (no TLS close_notify: the replies are self-delimiting). An exchange
+        in progress fails: our own close ends no body, not even one framed by the close."""
+        if not self.complete and self._error is None:
+            self._error = connection_error("the connection was closed locally")
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+        self._wake()  # a read waiting in another task (a stream closed under it) ends now
 
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -145,17 +174,28 @@ class Connection(asyncio.Protocol):
             # Bytes nobody asked for: the connection can no longer be trusted.
             self._fail(connection_error("unexpected data from the server"))
             return
-        before = self.head_done
+        before, received = self.head_done, self._received
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             cause = exc.__context__ if isinstance(exc.__context__, ProviderError) else None
             self._fail(cause or connection_error(f"RemoteProtocolError: {exc}"))
             return
+        except httptools.HttpParserUpgrade:  # not an HttpParserError: a 101 reply
+            self._fail(connection_error("RemoteProtocolError: the server switched protocols"))
+            return
         if not before and not self.head_done:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._fail(connection_error("RemoteProtocolError: the reply's head is too long"))
+                return
+        elif before and not self.complete:
+            # Trailers and chunk extensions are not body, so no size cap counts them: reads
+            # that bring no body byte are bounded like a head. (A read with body bytes is
+            # not counted: many small chunks are mostly framing, and a read is bounded.)
+            self._framing = 0 if self._received > received else self._framing + len(data)
+            if self._framing > MAX_HEAD_BYTES:
+                self._fail(connection_error("RemoteProtocolError: the reply's framing is too long"))
                 return
         if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport:
             self._reading_paused = True
@@ -168,10 +208,10 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.busy and not self.complete and self._error is None:
-            if self.head_done and self._until_close():
-                self.complete, self._keep = True, False  # a body framed by the connection's end
-            elif exc is not None:
+            if exc is not None:  # a reset ends no body, not even one framed by the close
                 self._error = connection_error(f"ReadError: {type(exc).__name__}: {exc}")
+            elif self.head_done and self._until_close():
+                self.complete, self._keep = True, False  # a body framed by the connection's end
             elif self.head_done:
                 self._error = connection_error(
                     "RemoteProtocolError: peer closed connection without sending complete "
@@ -182,15 +222,16 @@ class Connection(asyncio.Protocol):
                     "RemoteProtocolError: Server disconnected without sending a response."
                 )
         self._wake()
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        self._drained()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._drained()
+
+    def _drained(self) -> None:
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -208,6 +249,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
         self._buffered += len(body)
+        self._received += len(body)
 
     def on_message_begin(self) -> None:
         if self.complete:  # a second reply to one request
@@ -219,11 +261,19 @@ class Connection(asyncio.Protocol):
             return
         self.complete = True
         self._keep = self._parser.should_keep_alive()
+        self._drained()  # a reply before the request's end (a 413): it is the answer
 
     # --- the exchange's side ----------------------------------------------------------------
     def _until_close(self) -> bool:
-        names = {name.lower() for name, _ in self._raw_headers}
-        return b"content-length" not in names and b"transfer-encoding" not in names
+        """Whether the body is framed by the connection's end: no length, and not chunked
+        (``transfer-encoding: identity`` included, as llhttp reads it)."""
+        for name, value in self._raw_headers:
+            name = name.lower()
+            if name == b"content-length":
+                return False
+            if name == b"transfer-encoding" and value.lower().rstrip().endswith(b"chunked"):
+                return False
+        return True
 
     def _fail(self, error: ProviderError) -> None:
         if self._error is None:
@@ -244,18 +294,25 @@ class Connection(asyncio.Protocol):
             self._waiter = None
 
     async def write(self, data: bytes, timeout: float) -> None:
-        """Send ``data``; waits (up to ``timeout``) only while the socket's buffer is full."""
+        """Send ``data``; waits (up to ``timeout``) only while the socket's buffer is full,
+        and not once the whole reply is in (a server may answer before reading all of a
+        request, as with a 413): the connection then goes when its exchange ends, since
+        the rest of the request would precede the next one."""
         if self.closed or self.transport is None:
             raise self._error or connection_error("WriteError: the connection is closed")
         self.transport.write(data)
         if self._writing_paused and not self.closed:
+            self._unsent = True
+            if self.complete:  # answered already: the rest of the request goes, or not
+                return
             drain = self._drain = asyncio.get_running_loop().create_future()
             try:
                 async with asyncio.timeout(timeout):
                     await drain
             except TimeoutError:
                 raise provider_error(ErrorKind.TIMEOUT, "timed out: WriteTimeout") from None
-        if self._error is not None:
+            self._unsent = self._writing_paused
+        if self._error is not None and not self.complete:
             raise self._error
 
     async def receive_head(self) -> Headers:

@@ -4,7 +4,8 @@ Part of the transport (:mod:`._transport`): :class:`H1Transport` sends a request
 pooled :class:`~._h1.Connection` and hands back an :class:`Exchange` to read the reply
 from. The pool keeps at most ``limit`` connections (connecting ones included), reuses the
 most recently used idle one (a warm connection, and the others can expire), closes
-connections idle for longer than :data:`KEEPALIVE_EXPIRY` (as httpx does), and queues
+connections idle for longer than :data:`KEEPALIVE_EXPIRY` or found closed by the server
+before reuse (as httpx does: :meth:`~._h1.Connection.stale`), and queues
 requests beyond the limit in order. Connections go direct, over TLS with the provider's
 shared context, or through an ``http://``/``https://`` proxy (plain requests in absolute
 form, TLS through a ``CONNECT`` tunnel). A SOCKS proxy is what this transport does not
@@ -99,7 +100,7 @@ class Route:
         except (OSError, ssl.SSLError) as exc:
             if conn is not None:
                 conn.abort()
-            raise connection_error(f"ConnectError: {exc}") from None
+            raise connection_error(f"ConnectError: {str(exc) or type(exc).__name__}") from None
         except BaseException:
             if conn is not None:
                 conn.abort()
@@ -133,15 +134,20 @@ class ConnectionPool:
             now = asyncio.get_running_loop().time()
             while idle:
                 conn = idle.pop()
-                if conn.is_idle() and now - conn.idle_since < KEEPALIVE_EXPIRY:
+                if conn.is_idle() and now - conn.idle_since < KEEPALIVE_EXPIRY and not conn.stale():
                     conn.begin()
                     return conn
                 self._discard(conn)
         if self._count >= self._limit:
             got = await self._queue(timeouts.total)
             if got is not None:
-                got.begin()
-                return got
+                if not got.closed and not got.stale():
+                    got.begin()
+                    return got
+                # Closed by the server since: its slot is ours, for a new connection.
+                got.abort()
+                with contextlib.suppress(ValueError):
+                    self.connections.remove(got)
         else:
             self._count += 1
         # A connection slot is ours: open it (and give the slot back if that fails).

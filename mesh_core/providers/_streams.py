@@ -198,6 +198,9 @@ class AsyncStream(_Decoding, AsyncProviderStream):
             self._lease.release()
 
     async def aclose(self) -> None:
-        await self._chunks.aclose()
+        """Close the stream; from another task while a read waits too (the read then fails
+        with a connection error, and the stream's driver gives everything back)."""
+        if not self._chunks.ag_running:  # else aclose() would raise RuntimeError
+            await self._chunks.aclose()
         await self._resp.aclose()
         self._lease.release()
