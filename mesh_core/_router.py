@@ -150,15 +150,7 @@ class Router:
                 return f"not the pinned model {pin!r}"
             return needs.unmet(model)
 
-        reasons = {m.id: r for m in members if (r := unmet(m)) is not None}
-        if members and len(reasons) == len(members):
-            detail = "; ".join(f"{mid}: {why}" for mid, why in reasons.items())
-            raise NoCapableModelError(
-                f"no model of pool {pool.name!r} can serve this request ({detail})",
-                pool_name=pool.name,
-                reasons=reasons,
-            )
-        return unmet
+        return _some_capable(pool, unmet, "this request")
 
     def embedding_eligibility(
         self, pool: CapabilityPool, target: EmbeddingTarget
@@ -175,16 +167,7 @@ class Router:
             spec = specs.get(model.id)
             return embedding_unmet(model, spec, providers.get(model.provider_id), target.space)
 
-        members = pool.models
-        reasons = {m.id: r for m in members if (r := unmet(m)) is not None}
-        if members and len(reasons) == len(members):
-            detail = "; ".join(f"{mid}: {why}" for mid, why in reasons.items())
-            raise NoCapableModelError(
-                f"no model of pool {pool.name!r} can serve this embedding request ({detail})",
-                pool_name=pool.name,
-                reasons=reasons,
-            )
-        return unmet
+        return _some_capable(pool, unmet, "this embedding request")
 
     def choose(
         self,
@@ -474,3 +457,20 @@ def _apply_rate_limits(model: Model, info: RateLimitInfo | None) -> None:
     st.tokens_remaining = info.tokens_remaining
     st.touch()
     model.changed()
+
+
+def _some_capable(
+    pool: CapabilityPool, unmet: Callable[[Model], str | None], what: str
+) -> Callable[[Model], str | None]:
+    """``unmet`` when a member of ``pool`` passes it; else NoCapableModelError naming what
+    rules out each member."""
+    members = pool.models
+    reasons = {m.id: r for m in members if (r := unmet(m)) is not None}
+    if members and len(reasons) == len(members):
+        detail = "; ".join(f"{mid}: {why}" for mid, why in reasons.items())
+        raise NoCapableModelError(
+            f"no model of pool {pool.name!r} can serve {what} ({detail})",
+            pool_name=pool.name,
+            reasons=reasons,
+        )
+    return unmet

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
-from pydantic import BaseModel
 
 from mesh_core._mesh import Mesh
-from mesh_core._portable import PortableAdapter, picklable_fields
 from mesh_core._shared import mesh_for_pool
 from mesh_core._space_pin import SpacePin
 
+from ._portable import LlamaIndexPortable
+
 __all__ = ["MeshEmbedding"]
 
-_log = logging.getLogger("modelmesh")
 
-
-class MeshEmbedding(PortableAdapter, BaseEmbedding):
+class MeshEmbedding(LlamaIndexPortable, BaseEmbedding):
     """A LlamaIndex embedding model that routes every call through a ModelMesh pool.
 
     Vectors of two embedding models cannot be compared, so one instance keeps to one
@@ -86,23 +83,6 @@ class MeshEmbedding(PortableAdapter, BaseEmbedding):
         naming what rules out each member) or no member is in ``space`` (InvalidRequestError
         listing the pool's spaces): embedding nothing checks both, and calls no provider."""
         self._mesh.embed(self.pool, [], space=self.space)
-
-    def _field_state(self) -> dict[Any, Any]:
-        """Pydantic's state, not LlamaIndex's ``BaseComponent`` one (which logs each value it
-        cannot pickle, the Mesh every time, on the root logger); an unpicklable field (a
-        callback manager with a live handler) is dropped, and logged here."""
-        state = dict(BaseModel.__getstate__(self))
-        fields = {k: v for k, v in state["__dict__"].items() if k != "config"}
-        state["__dict__"] = picklable_fields(fields, _log)
-        return state
-
-    def _restore_fields(self, state: dict[Any, Any]) -> None:
-        """Pydantic's ``__setstate__`` (LlamaIndex's calls ``__init__``, which would resolve
-        the default configuration); a field dropped when pickling gets its default."""
-        BaseModel.__setstate__(self, state)
-        for name, info in type(self).model_fields.items():
-            if name not in self.__dict__ and not info.is_required():
-                self.__dict__[name] = info.get_default(call_default_factory=True)
 
     @classmethod
     def class_name(cls) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +28,14 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
-from pydantic import BaseModel
 
 from mesh_core._mesh import Mesh
-from mesh_core._portable import PortableAdapter, picklable_fields
 from mesh_core._redact import redact
 from mesh_core._shared import mesh_for_pool
 
 from ._convert import StreamAccumulator, to_chat_response, to_openai_messages
 from ._foreign import mesh_of_models
+from ._portable import LlamaIndexPortable
 
 if TYPE_CHECKING:
     from llama_index.core.llms.llm import LLM
@@ -45,10 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MeshLLM"]
 
-_log = logging.getLogger("modelmesh")
 
-
-class MeshLLM(PortableAdapter, FunctionCallingLLM):
+class MeshLLM(LlamaIndexPortable, FunctionCallingLLM):
     """A LlamaIndex LLM that routes every call through a ModelMesh pool, with failover.
 
     Examples:
@@ -90,23 +86,6 @@ class MeshLLM(PortableAdapter, FunctionCallingLLM):
         self._mesh = mesh_for_pool(self.config, self.pool)
 
     # --- copies: deepcopy, pickle, model_copy (mesh_core._portable.PortableAdapter) ------
-    def _field_state(self) -> dict[Any, Any]:
-        """Pydantic's state, not LlamaIndex's ``BaseComponent`` one: that one tries to pickle
-        every value, and logs each one it drops (the Mesh, every time) on the root logger.
-        Its rule is kept for the fields: an unpicklable one is dropped, and logged here."""
-        state = dict(BaseModel.__getstate__(self))
-        fields = {k: v for k, v in state["__dict__"].items() if k != "config"}
-        state["__dict__"] = picklable_fields(fields, _log)
-        return state
-
-    def _restore_fields(self, state: dict[Any, Any]) -> None:
-        """Pydantic's ``__setstate__`` (LlamaIndex's calls ``__init__``, which would resolve
-        the default configuration); a field dropped when pickling gets its default."""
-        BaseModel.__setstate__(self, state)
-        for name, info in type(self).model_fields.items():
-            if name not in self.__dict__ and not info.is_required():
-                self.__dict__[name] = info.get_default(call_default_factory=True)
-
     def __repr_args__(self) -> Any:
         """Pydantic's, with secrets in ``additional_kwargs`` hidden."""
         return [(name, redact(value, name)) for name, value in super().__repr_args__()]
